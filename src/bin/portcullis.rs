@@ -1,0 +1,115 @@
+//! `portcullis`: the offline companion of the gateway.
+//!
+//! - `portcullis check routes.json`: validates a config; prints every problem with its JSON path.
+//! - `portcullis explain routes.json METHOD URL [HEADER: VALUE ...]`: shows what the gateway
+//!   would do with that request: the route, the path parameters, the upstream URL and headers.
+//!
+//! Exit codes: 0 valid (and, for explain, routed), 1 invalid config or refused request, 2 usage.
+
+use std::process::ExitCode;
+
+use portcullis::gateway::{Gateway, Incoming};
+use portcullis::Config;
+
+const USAGE: &str = "usage:
+  portcullis check CONFIG.json
+  portcullis explain CONFIG.json METHOD URL ['header: value' ...]";
+
+fn load(path: &str) -> Result<Config, ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("{path}: cannot read: {e}");
+        ExitCode::from(2)
+    })?;
+    Config::from_json(&text).map_err(|errors| {
+        eprintln!("{path}: {errors}");
+        ExitCode::from(1)
+    })
+}
+
+fn check(path: &str) -> ExitCode {
+    match load(path) {
+        Ok(cfg) => {
+            println!(
+                "{path}: valid ({} routes, {} origins)",
+                cfg.routes.len(),
+                cfg.origins.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn explain(path: &str, method: &str, url: &str, header_args: &[String]) -> ExitCode {
+    let mut headers = Vec::new();
+    for h in header_args {
+        let Some((name, value)) = h.split_once(':') else {
+            eprintln!("'{h}' is not a 'name: value' header\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let cfg = match load(path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    let gateway = Gateway::new(cfg);
+    let request = Incoming {
+        method,
+        url,
+        headers: &headers,
+    };
+    match gateway.plan(&request, "explain") {
+        Ok(plan) => {
+            let route = gateway.route(&plan);
+            let origin = &gateway.config.origins[route.origin];
+            println!("route:       {}", route.name);
+            println!("path:        {}", plan.path);
+            if plan.params.is_empty() {
+                println!("params:      (none)");
+            } else {
+                let params: Vec<String> = plan
+                    .params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!("params:      {}", params.join(" "));
+            }
+            println!("origin:      {} (server {})", origin.name, plan.server);
+            println!("upstream:    {} {}", plan.method, plan.url);
+            println!("timeout_ms:  {}", plan.timeout_ms);
+            println!("headers to the origin:");
+            for (name, value) in &plan.headers {
+                println!("  {name}: {value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(refusal) => {
+            let response = refusal.error.response("explain");
+            println!("refused:     {} {}", response.status, refusal.error.code());
+            println!("message:     {}", refusal.error.message());
+            for (name, value) in response.headers.iter().filter(|(n, _)| n == "allow") {
+                println!("{name}:       {value}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [cmd, path] if cmd == "check" => check(path),
+        [cmd, path, method, url, headers @ ..] if cmd == "explain" => {
+            explain(path, method, url, headers)
+        }
+        [cmd] if cmd == "--help" || cmd == "-h" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,778 @@
+//! The configuration: `routes.json` (or `GATEWAY_CONFIG`) parsed into raw serde types, then
+//! validated into types that cannot hold an invalid state.
+//!
+//! Contract: [`Config::from_json`] either returns a config every request can be served with, or
+//! every problem it found, each with the JSON path of the offending value and a hint. Fields that
+//! belong to features not built yet are refused as "not supported yet", never accepted and
+//! ignored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::headers::{is_hop_by_hop, is_valid_header_name, is_valid_header_value};
+use crate::path;
+use crate::router::RouteTable;
+use crate::template::{Syntax, Template};
+
+/// The per-attempt timeout when an origin sets none, in milliseconds (Envoy's default route
+/// timeout).
+pub const DEFAULT_TIMEOUT_MS: u32 = 15_000;
+/// The largest `timeout_ms` accepted.
+pub const MAX_TIMEOUT_MS: u32 = 600_000;
+
+// ---------------------------------------------------------------------------------------------
+// Raw wire types: what the JSON may say. Unknown fields are errors.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(rename = "$schema")]
+    _schema: Option<String>,
+    origins: BTreeMap<String, RawOrigin>,
+    auth: Option<Value>,
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrigin {
+    servers: Vec<RawServer>,
+    balance: Option<Value>,
+    hash_on: Option<Value>,
+    timeout_ms: Option<u64>,
+    deadline_ms: Option<Value>,
+    retry: Option<Value>,
+    eject: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    url: String,
+    weight: Option<Value>,
+    backup: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    host: Option<String>,
+    path: String,
+    methods: Option<Vec<String>>,
+    origin: String,
+    rewrite: Option<RawRewrite>,
+    auth: Option<Value>,
+    cache: Option<Value>,
+    request_headers: Option<RawHeaderRules>,
+    response_headers: Option<RawHeaderRules>,
+    cors: Option<Value>,
+    limits: Option<Value>,
+    allow_ips: Option<Value>,
+    deny_ips: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    strip_prefix: Option<String>,
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderRules {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    add: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated types.
+
+/// A validated configuration. See the module docs.
+#[derive(Debug)]
+pub struct Config {
+    /// The origin pools, in the order of their names.
+    pub origins: Vec<Origin>,
+    /// The routes, in the order of the file.
+    pub routes: Vec<Route>,
+    pub(crate) table: RouteTable,
+}
+
+/// An origin pool.
+#[derive(Debug)]
+pub struct Origin {
+    pub name: String,
+    /// At least one server.
+    pub servers: Vec<Server>,
+    /// The time one attempt may take until the origin's response headers arrive.
+    pub timeout_ms: u32,
+}
+
+/// One origin server.
+#[derive(Debug)]
+pub struct Server {
+    /// `scheme://authority` followed by the base path without a trailing slash (possibly empty).
+    pub base: String,
+    /// The host name, lower case, without port: what a `Location` pointing at this server has.
+    pub host: String,
+    /// The base path (`/internal/v1`), empty when the server URL has none.
+    pub base_path: String,
+}
+
+/// A host pattern of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `api.example.com`, lower case.
+    Exact(String),
+    /// `*.example.com`, kept as the suffix `.example.com`: any host ending with it, at any depth.
+    Suffix(String),
+}
+
+impl HostPattern {
+    /// Whether `host` (lower case, without port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// How the forwarded path is made from the normalized request path.
+#[derive(Debug, Clone)]
+pub enum Rewrite {
+    /// Forward the path as it is.
+    None,
+    /// Remove this prefix (a whole number of segments, no trailing slash).
+    StripPrefix(String),
+    /// Build the path from this template of path parameters.
+    Path(Template),
+}
+
+/// Header changes: `remove` first, then `set` (replacing), then `add` (appending).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderRules {
+    /// Lower-case names.
+    pub set: Vec<(String, Template)>,
+    pub add: Vec<(String, Template)>,
+    pub remove: Vec<String>,
+}
+
+/// A route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostPattern>,
+    pub path: String,
+    /// `None`: every method. A route that allows GET allows HEAD too.
+    pub methods: Option<Vec<String>>,
+    /// Index into [`Config::origins`].
+    pub origin: usize,
+    pub rewrite: Rewrite,
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
+}
+
+impl Route {
+    /// Whether this route serves `method`.
+    pub fn allows(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == method))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// One problem in a config, at a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: `$.routes[2].origin`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "the config has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// JSON path building: `$.a.b[0]`, with `["..."]` for keys that are not plain identifiers.
+pub(crate) fn key_path(base: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        && !key.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        format!("{base}.{key}")
+    } else {
+        format!("{base}[{}]", Value::String(key.to_string()))
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn add(&mut self, path: String, message: impl Into<String>, hint: Option<&str>) {
+        self.0.push(ConfigError {
+            path,
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        });
+    }
+
+    fn not_supported_yet(&mut self, path: String, arrives_with: &str) {
+        self.add(
+            path,
+            "not supported yet",
+            Some(&format!(
+                "{arrives_with} is not built yet; remove this field for now"
+            )),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing and validation.
+
+impl Config {
+    /// Parses and validates a config. See the module docs.
+    pub fn from_json(text: &str) -> Result<Config, ConfigErrors> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut path = String::from("$");
+            for segment in e.path().iter() {
+                use serde_path_to_error::Segment;
+                match segment {
+                    Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                    Segment::Map { key } | Segment::Enum { variant: key } => {
+                        path = key_path(&path, key)
+                    }
+                    Segment::Unknown => {}
+                }
+            }
+            let inner = e.into_inner();
+            let hint = if inner.is_syntax() || inner.is_eof() {
+                "the file is not valid JSON"
+            } else {
+                "see the config reference in README.md"
+            };
+            ConfigErrors(vec![ConfigError {
+                path,
+                message: inner.to_string(),
+                hint: Some(hint.to_string()),
+            }])
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let mut problems = Problems::default();
+        if raw.auth.is_some() {
+            problems.not_supported_yet("$.auth".into(), "JWT verification");
+        }
+        let origin_names: Vec<&String> = raw.origins.keys().collect();
+        let mut origins = Vec::with_capacity(raw.origins.len());
+        for (name, origin) in &raw.origins {
+            let at = key_path("$.origins", name);
+            origins.push(validate_origin(name, origin, &at, &mut problems));
+        }
+
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        let mut file_index = Vec::with_capacity(raw.routes.len());
+        let mut names = HashSet::new();
+        for (i, route) in raw.routes.iter().enumerate() {
+            let at = format!("$.routes[{i}]");
+            if !names.insert(route.name.as_str()) {
+                problems.add(
+                    format!("{at}.name"),
+                    format!("another route is already named \"{}\"", route.name),
+                    Some("route names appear in logs and {route}: give each route its own"),
+                );
+            }
+            if let Some(r) = validate_route(route, &at, &origin_names, &mut problems) {
+                routes.push(r);
+                file_index.push(i);
+            }
+        }
+
+        // Routing conflicts among the routes that are valid on their own, so that one run reports
+        // them together with everything else.
+        let table = RouteTable::build(&routes, |i| file_index[i]);
+        match table {
+            Ok(table) if problems.0.is_empty() => Ok(Config {
+                origins,
+                routes,
+                table,
+            }),
+            Ok(_) => Err(ConfigErrors(problems.0)),
+            Err(conflicts) => {
+                problems.0.extend(conflicts);
+                problems.0.sort_by(|a, b| a.path.cmp(&b.path));
+                Err(ConfigErrors(problems.0))
+            }
+        }
+    }
+
+    /// The server a route forwards to: the first of its origin pool.
+    pub fn server_for(&self, route: &Route) -> &Server {
+        // An origin always has a server (validation), and a route's origin index is in range.
+        &self.origins[route.origin].servers[0]
+    }
+}
+
+fn validate_origin(name: &str, raw: &RawOrigin, at: &str, problems: &mut Problems) -> Origin {
+    if name.is_empty() {
+        problems.add(at.to_string(), "an origin name must not be empty", None);
+    }
+    let balancing = "balancing and failover across servers";
+    for (field, present) in [
+        ("balance", raw.balance.is_some()),
+        ("hash_on", raw.hash_on.is_some()),
+        ("deadline_ms", raw.deadline_ms.is_some()),
+        ("retry", raw.retry.is_some()),
+        ("eject", raw.eject.is_some()),
+    ] {
+        if present {
+            problems.not_supported_yet(format!("{at}.{field}"), balancing);
+        }
+    }
+    let timeout_ms = match raw.timeout_ms {
+        None => DEFAULT_TIMEOUT_MS,
+        Some(t) if (1..=u64::from(MAX_TIMEOUT_MS)).contains(&t) => t as u32,
+        Some(_) => {
+            problems.add(
+                format!("{at}.timeout_ms"),
+                format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"),
+                Some("it is the time one attempt may take, in milliseconds"),
+            );
+            DEFAULT_TIMEOUT_MS
+        }
+    };
+    if raw.servers.is_empty() {
+        problems.add(
+            format!("{at}.servers"),
+            "an origin needs at least one server",
+            Some("add { \"url\": \"https://service.internal.example\" }"),
+        );
+    }
+    if raw.servers.len() > 1 {
+        problems.add(
+            format!("{at}.servers[1]"),
+            "more than one server per origin is not supported yet",
+            Some("balancing and failover across servers is not built yet; list one server for now"),
+        );
+    }
+    let mut servers = Vec::with_capacity(raw.servers.len());
+    for (i, s) in raw.servers.iter().enumerate() {
+        let at = format!("{at}.servers[{i}]");
+        if s.weight.is_some() {
+            problems.not_supported_yet(format!("{at}.weight"), balancing);
+        }
+        if s.backup.is_some() {
+            problems.not_supported_yet(format!("{at}.backup"), balancing);
+        }
+        if let Some(server) = validate_server_url(&s.url, &format!("{at}.url"), problems) {
+            servers.push(server);
+        }
+    }
+    Origin {
+        name: name.to_string(),
+        servers,
+        timeout_ms,
+    }
+}
+
+fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<Server> {
+    let hint = Some("write an absolute URL such as https://users.internal.example:8443/base");
+    let url = match url::Url::parse(text) {
+        Ok(u) => u,
+        Err(e) => {
+            problems.add(at.to_string(), format!("not an absolute URL: {e}"), hint);
+            return None;
+        }
+    };
+    if url.scheme() != "http" && url.scheme() != "https" {
+        problems.add(
+            at.to_string(),
+            format!("scheme '{}' is not http or https", url.scheme()),
+            hint,
+        );
+        return None;
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        problems.add(at.to_string(), "the URL has no host", hint);
+        return None;
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        problems.add(
+            at.to_string(),
+            "credentials in a server URL are not allowed",
+            Some("send them with request_headers.set on the route instead"),
+        );
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        problems.add(
+            at.to_string(),
+            "a server URL may not have a query or fragment",
+            hint,
+        );
+        return None;
+    }
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let base_path = url.path().trim_end_matches('/').to_string();
+    Some(Server {
+        base: format!("{}://{authority}{base_path}", url.scheme()),
+        host: host.to_ascii_lowercase(),
+        base_path,
+    })
+}
+
+fn validate_host(text: &str, at: String, problems: &mut Problems) -> Option<HostPattern> {
+    let host = text.to_ascii_lowercase();
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host.as_str()),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || !name.split('.').all(label_ok) {
+        problems.add(
+            at,
+            format!("\"{text}\" is not a host name or a \"*.suffix\" pattern"),
+            Some("write \"api.example.com\" or \"*.example.com\", without scheme or port"),
+        );
+        return None;
+    }
+    Some(if wildcard {
+        HostPattern::Suffix(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
+
+/// The parameter names of a matchit route path: `{id}` and `{*rest}` give `id` and `rest`.
+pub(crate) fn path_params(path: &str) -> Vec<String> {
+    let mut params = Vec::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        if rest[start + 1..].starts_with('{') {
+            rest = &rest[start + 2..];
+            continue;
+        }
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + end];
+        params.push(name.trim_start_matches('*').to_string());
+        rest = &rest[start + end + 1..];
+    }
+    params
+}
+
+fn validate_route(
+    raw: &RawRoute,
+    at: &str,
+    origin_names: &[&String],
+    problems: &mut Problems,
+) -> Option<Route> {
+    let before = problems.0.len();
+    if raw.name.is_empty() {
+        problems.add(format!("{at}.name"), "a route name must not be empty", None);
+    }
+    for (field, present, feature) in [
+        ("auth", raw.auth.is_some(), "JWT verification"),
+        ("cache", raw.cache.is_some(), "the edge cache"),
+        ("cors", raw.cors.is_some(), "CORS"),
+        ("limits", raw.limits.is_some(), "request limits"),
+        ("allow_ips", raw.allow_ips.is_some(), "IP rules"),
+        ("deny_ips", raw.deny_ips.is_some(), "IP rules"),
+    ] {
+        if present {
+            problems.not_supported_yet(format!("{at}.{field}"), feature);
+        }
+    }
+
+    let host = raw
+        .host
+        .as_deref()
+        .and_then(|h| validate_host(h, format!("{at}.host"), problems));
+
+    // The path as matchit reads it, checked for being in normalized form: requests are normalized
+    // before matching, so a path that is not could never match.
+    if !raw.path.starts_with('/') {
+        problems.add(
+            format!("{at}.path"),
+            "a route path must start with '/'",
+            None,
+        );
+    } else {
+        match path::normalize(&raw.path) {
+            Ok(n) if n == raw.path => {}
+            Ok(n) => problems.add(
+                format!("{at}.path"),
+                format!(
+                    "\"{}\" is not in normalized form, so no request could match it",
+                    raw.path
+                ),
+                Some(&format!("write it as \"{n}\"")),
+            ),
+            Err(e) => problems.add(format!("{at}.path"), format!("invalid path: {e}"), None),
+        }
+    }
+    let params = path_params(&raw.path);
+
+    let methods = raw.methods.as_ref().map(|methods| {
+        let at = format!("{at}.methods");
+        if methods.is_empty() {
+            problems.add(
+                at.clone(),
+                "methods must not be empty",
+                Some("leave the field out to allow every method"),
+            );
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (i, m) in methods.iter().enumerate() {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                problems.add(
+                    format!("{at}[{i}]"),
+                    format!("\"{m}\" is not an upper-case HTTP method"),
+                    Some("methods are case-sensitive: write \"GET\", \"POST\", ..."),
+                );
+            } else if out.contains(m) {
+                problems.add(
+                    format!("{at}[{i}]"),
+                    format!("\"{m}\" is listed twice"),
+                    None,
+                );
+            } else {
+                out.push(m.clone());
+            }
+        }
+        if out.iter().any(|m| m == "GET") && !out.iter().any(|m| m == "HEAD") {
+            out.push("HEAD".to_string());
+        }
+        out
+    });
+
+    let origin = origin_names.iter().position(|n| **n == raw.origin);
+    if origin.is_none() {
+        let known: Vec<&str> = origin_names.iter().map(|s| s.as_str()).collect();
+        problems.add(
+            format!("{at}.origin"),
+            format!("no origin is named \"{}\"", raw.origin),
+            Some(&format!(
+                "define it under $.origins; defined: {}",
+                known.join(", ")
+            )),
+        );
+    }
+
+    let rewrite = match &raw.rewrite {
+        None => Rewrite::None,
+        Some(rw) => validate_rewrite(rw, &raw.path, &params, &format!("{at}.rewrite"), problems),
+    };
+    let request_headers = raw
+        .request_headers
+        .as_ref()
+        .map_or_else(HeaderRules::default, |r| {
+            validate_header_rules(r, &params, &format!("{at}.request_headers"), problems)
+        });
+    let response_headers = raw
+        .response_headers
+        .as_ref()
+        .map_or_else(HeaderRules::default, |r| {
+            validate_header_rules(r, &params, &format!("{at}.response_headers"), problems)
+        });
+
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(Route {
+        name: raw.name.clone(),
+        host,
+        path: raw.path.clone(),
+        methods,
+        origin: origin?,
+        rewrite,
+        request_headers,
+        response_headers,
+    })
+}
+
+fn validate_rewrite(
+    raw: &RawRewrite,
+    route_path: &str,
+    params: &[String],
+    at: &str,
+    problems: &mut Problems,
+) -> Rewrite {
+    match (&raw.strip_prefix, &raw.path) {
+        (Some(_), Some(_)) | (None, None) => {
+            problems.add(
+                at.to_string(),
+                "a rewrite needs exactly one of strip_prefix and path",
+                Some("{ \"strip_prefix\": \"/api\" } or { \"path\": \"/v2/users/{id}\" }"),
+            );
+            Rewrite::None
+        }
+        (Some(prefix), None) => {
+            let at = format!("{at}.strip_prefix");
+            let whole_segments = route_path == prefix
+                || route_path
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|r| r.starts_with('/'));
+            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+                problems.add(
+                    at,
+                    format!("\"{prefix}\" is not a prefix to strip"),
+                    Some("write whole segments with a leading slash and no trailing one: \"/api\""),
+                );
+            } else if prefix.contains('{') || !whole_segments {
+                problems.add(
+                    at,
+                    format!("the route path \"{route_path}\" does not start with the segments \"{prefix}\""),
+                    Some("strip_prefix must be a literal leading part of the route's path, whole segments"),
+                );
+            }
+            Rewrite::StripPrefix(prefix.clone())
+        }
+        (None, Some(template)) => {
+            let at = format!("{at}.path");
+            if !template.starts_with('/') {
+                problems.add(at.clone(), "a rewrite path must start with '/'", None);
+            }
+            match Template::parse(template, Syntax::Path, params) {
+                Ok(t) => Rewrite::Path(t),
+                Err(e) => {
+                    problems.add(
+                        at,
+                        e.to_string(),
+                        Some("use the names of the route path's {parameters}"),
+                    );
+                    Rewrite::None
+                }
+            }
+        }
+    }
+}
+
+fn validate_header_name(name: &str, at: String, problems: &mut Problems, for_value: bool) -> bool {
+    if !is_valid_header_name(name) {
+        problems.add(at, format!("\"{name}\" is not a valid header name"), None);
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    if for_value && (is_hop_by_hop(&lower) || lower == "host" || lower == "content-length") {
+        problems.add(
+            at,
+            format!("the gateway manages \"{name}\" itself; it cannot be set"),
+            Some("hop-by-hop headers, host and content-length belong to the connection"),
+        );
+        return false;
+    }
+    true
+}
+
+fn validate_header_rules(
+    raw: &RawHeaderRules,
+    params: &[String],
+    at: &str,
+    problems: &mut Problems,
+) -> HeaderRules {
+    let mut rules = HeaderRules::default();
+    for (kind, map) in [("set", &raw.set), ("add", &raw.add)] {
+        for (name, value) in map {
+            let at = key_path(&format!("{at}.{kind}"), name);
+            if !validate_header_name(name, at.clone(), problems, true) {
+                continue;
+            }
+            if !is_valid_header_value(value) {
+                problems.add(
+                    at,
+                    "a header value may not hold control characters or line breaks",
+                    None,
+                );
+                continue;
+            }
+            match Template::parse(value, Syntax::Header, params) {
+                Ok(t) => {
+                    let list = if kind == "set" {
+                        &mut rules.set
+                    } else {
+                        &mut rules.add
+                    };
+                    list.push((name.to_ascii_lowercase(), t));
+                }
+                Err(e) => problems.add(at, e.to_string(), None),
+            }
+        }
+    }
+    for (i, name) in raw.remove.iter().enumerate() {
+        if validate_header_name(name, format!("{at}.remove[{i}]"), problems, false) {
+            rules.remove.push(name.to_ascii_lowercase());
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests;

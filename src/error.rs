@@ -1,0 +1,156 @@
+//! The one place where what went wrong becomes an HTTP response (SPEC.md, "Errors").
+//!
+//! Contract: every error the gateway makes is `{"error", "message", "request_id"}` JSON with a
+//! stable code and a public message. Details (origin addresses, runtime error strings) go to the
+//! log, never into the response.
+
+use serde::Serialize;
+
+use crate::path::PathError;
+
+/// What went wrong with a request, named for what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The path or request line is malformed.
+    BadRequest(PathError),
+    /// No route matches host and path.
+    NoRoute,
+    /// The path matches, the method does not; the methods that would.
+    MethodNotAllowed { allow: Vec<String> },
+    /// The loaded config failed validation.
+    ConfigInvalid,
+    /// Every allowed attempt to reach an origin failed.
+    OriginUnavailable,
+    /// The origin did not answer in time.
+    OriginTimeout,
+}
+
+/// An error response, ready for the adapter to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub status: u16,
+    /// Lower-case names; always includes `content-type`.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+impl GatewayError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::NoRoute => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::ConfigInvalid => 500,
+            GatewayError::OriginUnavailable => 502,
+            GatewayError::OriginTimeout => 504,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::ConfigInvalid => "config_invalid",
+            GatewayError::OriginUnavailable => "origin_unavailable",
+            GatewayError::OriginTimeout => "origin_timeout",
+        }
+    }
+
+    /// The message for a human; never names an origin or repeats an internal error.
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::BadRequest(e) => format!("malformed request: {e}"),
+            GatewayError::NoRoute => "no route matches this request".into(),
+            GatewayError::MethodNotAllowed { allow } => {
+                format!("this path accepts only: {}", allow.join(", "))
+            }
+            GatewayError::ConfigInvalid => {
+                "the gateway's configuration is invalid; its log names each problem".into()
+            }
+            GatewayError::OriginUnavailable => {
+                "the service behind this route is unavailable".into()
+            }
+            GatewayError::OriginTimeout => {
+                "the service behind this route did not answer in time".into()
+            }
+        }
+    }
+
+    /// The complete response.
+    pub fn response(&self, request_id: &str) -> ErrorResponse {
+        let message = self.message();
+        let body = serde_json::to_string(&Body {
+            error: self.code(),
+            message: &message,
+            request_id,
+        })
+        .unwrap_or_default();
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("cache-control".to_string(), "no-store".to_string()),
+            ("x-request-id".to_string(), request_id.to_string()),
+        ];
+        if let GatewayError::MethodNotAllowed { allow } = self {
+            headers.push(("allow".to_string(), allow.join(", ")));
+        }
+        ErrorResponse {
+            status: self.status(),
+            headers,
+            body,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_the_spec_json() {
+        let cases = [
+            (
+                GatewayError::BadRequest(PathError::EncodedSlash),
+                400,
+                "bad_request",
+            ),
+            (GatewayError::NoRoute, 404, "no_route"),
+            (
+                GatewayError::MethodNotAllowed {
+                    allow: vec!["GET".into(), "HEAD".into()],
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (GatewayError::ConfigInvalid, 500, "config_invalid"),
+            (GatewayError::OriginUnavailable, 502, "origin_unavailable"),
+            (GatewayError::OriginTimeout, 504, "origin_timeout"),
+        ];
+        for (err, status, code) in cases {
+            let r = err.response("rid-1");
+            assert_eq!(r.status, status);
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(body["error"], code);
+            assert_eq!(body["request_id"], "rid-1");
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert_eq!(body.as_object().unwrap().len(), 3);
+            assert!(r
+                .headers
+                .contains(&("content-type".into(), "application/json".into())));
+        }
+        let r = GatewayError::MethodNotAllowed {
+            allow: vec!["GET".into(), "HEAD".into()],
+        }
+        .response("x");
+        assert!(r.headers.contains(&("allow".into(), "GET, HEAD".into())));
+    }
+}

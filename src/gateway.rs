@@ -1,0 +1,291 @@
+//! The life of a request, as decisions (SPEC.md, "The life of a request"). The adapter carries
+//! them out.
+//!
+//! [`Gateway::plan`] turns a request head into either an error to answer with or a
+//! [`ForwardPlan`]: the upstream URL, method, headers and timeout. [`Gateway::response_headers`]
+//! turns the origin's response headers into the client's. Nothing here does I/O or reads a clock.
+
+use crate::config::{Config, Rewrite, Route};
+use crate::error::GatewayError;
+use crate::headers::{self, Forwarding, HeaderList, PublicSide};
+use crate::path;
+use crate::router::Lookup;
+use crate::template::Var;
+
+/// The parts of a request the gateway decides on.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub method: &'a str,
+    /// The full URL as the runtime gives it: `https://api.example.com/a/b?x=1`.
+    pub url: &'a str,
+    /// Lower-case names, as the runtime lists them.
+    pub headers: &'a [(String, String)],
+}
+
+/// A URL split into the parts the gateway uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlParts<'a> {
+    pub scheme: &'a str,
+    /// Host and port as written: `api.example.com`, `127.0.0.1:8787`, `[::1]:8787`.
+    pub authority: &'a str,
+    /// The host alone, without port or brackets' port.
+    pub host: &'a str,
+    /// The raw path, `/` when empty.
+    pub path: &'a str,
+    /// The raw query without `?`, if any.
+    pub query: Option<&'a str>,
+}
+
+/// Splits an absolute URL; `None` when it is not one.
+pub fn split_url(url: &str) -> Option<UrlParts<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let rest = &rest[end..];
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let host = if authority.starts_with('[') {
+        authority.find(']').map_or(authority, |i| &authority[..=i])
+    } else {
+        authority.split_once(':').map_or(authority, |(h, _)| h)
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some(UrlParts {
+        scheme,
+        authority,
+        host,
+        path: if path.is_empty() { "/" } else { path },
+        query,
+    })
+}
+
+/// A request the gateway will forward, with everything the response needs.
+#[derive(Debug, Clone)]
+pub struct ForwardPlan {
+    /// Index into the config's routes.
+    pub route: usize,
+    pub method: String,
+    /// The upstream URL: server base, rewritten path, the query as the client sent it.
+    pub url: String,
+    /// The complete header list for the origin.
+    pub headers: HeaderList,
+    /// The time the attempt may take until response headers arrive.
+    pub timeout_ms: u32,
+    /// The server's index in its origin pool.
+    pub server: usize,
+    /// The normalized path.
+    pub path: String,
+    pub params: Vec<(String, String)>,
+    client_ip: Option<String>,
+    public_origin: String,
+    public_host: String,
+    request_id: String,
+}
+
+/// The refusal of a request: the error, and the route when one had matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: GatewayError,
+    pub route: Option<usize>,
+    /// The normalized path when it could be normalized, for the log.
+    pub path: Option<String>,
+}
+
+/// The client address from `CF-Connecting-IP`, only when it parses as an IP address.
+fn client_ip(headers: &[(String, String)]) -> Option<String> {
+    let value = headers
+        .iter()
+        .find(|(n, _)| n == "cf-connecting-ip")?
+        .1
+        .trim();
+    value
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
+/// The forwarded path for a route, from the normalized request path and its parameters.
+pub fn rewrite_path(route: &Route, path: &str, params: &[(String, String)]) -> String {
+    match &route.rewrite {
+        Rewrite::None => path.to_string(),
+        Rewrite::StripPrefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+            Some("") => "/".to_string(),
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            // Validation makes the prefix a literal leading part of the route path, so a matched
+            // path always has it; forward unchanged otherwise rather than guess.
+            _ => path.to_string(),
+        },
+        Rewrite::Path(template) => template
+            .render(|v| match v {
+                Var::Param(name) => params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str()),
+                _ => None,
+            })
+            .unwrap_or_else(|| path.to_string()),
+    }
+}
+
+/// Joins a server base (`https://h/base` or `https://h`) and a path with exactly one slash.
+pub fn join_upstream(base: &str, path: &str, query: Option<&str>) -> String {
+    let mut url = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    url.push_str(base.trim_end_matches('/'));
+    if !path.starts_with('/') {
+        url.push('/');
+    }
+    url.push_str(path);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// A validated config, ready to plan requests.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: Config,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Self {
+        Gateway { config }
+    }
+
+    /// Decides what to do with a request. See the module docs.
+    pub fn plan(&self, req: &Incoming<'_>, request_id: &str) -> Result<ForwardPlan, Refusal> {
+        let refuse = |error, route, path: Option<&str>| Refusal {
+            error,
+            route,
+            path: path.map(str::to_string),
+        };
+        let Some(url) = split_url(req.url) else {
+            return Err(refuse(
+                GatewayError::BadRequest(path::PathError::NotAbsolute),
+                None,
+                None,
+            ));
+        };
+        let normalized = path::normalize(url.path)
+            .map_err(|e| refuse(GatewayError::BadRequest(e), None, None))?;
+        let host = url.host.to_ascii_lowercase();
+        let cfg = &self.config;
+        let (index, params) = match cfg
+            .table
+            .lookup(&cfg.routes, &host, &normalized, req.method)
+        {
+            Lookup::Matched { route, params } => (route, params),
+            Lookup::MethodNotAllowed { allow } => {
+                return Err(refuse(
+                    GatewayError::MethodNotAllowed { allow },
+                    None,
+                    Some(&normalized),
+                ));
+            }
+            Lookup::NoRoute => return Err(refuse(GatewayError::NoRoute, None, Some(&normalized))),
+        };
+        let route = &cfg.routes[index];
+        let origin = &cfg.origins[route.origin];
+        let server = cfg.server_for(route);
+        let forwarded_path = rewrite_path(route, &normalized, &params);
+        let client_ip = client_ip(req.headers);
+        let fwd = Forwarding {
+            client_ip: client_ip.as_deref(),
+            proto: url.scheme,
+            public_host: url.authority,
+            request_id,
+        };
+        let lookup = |v: &Var| {
+            lookup_var(
+                v,
+                request_id,
+                client_ip.as_deref(),
+                &route.name,
+                url.authority,
+                &params,
+            )
+        };
+        let headers = headers::request_plan(req.headers, &fwd, &route.request_headers, lookup);
+        Ok(ForwardPlan {
+            route: index,
+            method: req.method.to_string(),
+            url: join_upstream(&server.base, &forwarded_path, url.query),
+            headers,
+            timeout_ms: origin.timeout_ms,
+            server: 0,
+            path: normalized.clone(),
+            params: params.clone(),
+            client_ip: client_ip.clone(),
+            public_origin: format!("{}://{}", url.scheme, url.authority),
+            public_host: url.authority.to_string(),
+            request_id: request_id.to_string(),
+        })
+    }
+
+    /// The headers the client receives for an origin's response to `plan`.
+    pub fn response_headers(
+        &self,
+        plan: &ForwardPlan,
+        from_origin: &[(String, String)],
+    ) -> HeaderList {
+        let route = &self.config.routes[plan.route];
+        let public = PublicSide {
+            origin: &plan.public_origin,
+            rewrite: &route.rewrite,
+        };
+        let servers = self.config.origins.iter().flat_map(|o| o.servers.iter());
+        let lookup = |v: &Var| {
+            lookup_var(
+                v,
+                &plan.request_id,
+                plan.client_ip.as_deref(),
+                &route.name,
+                &plan.public_host,
+                &plan.params,
+            )
+        };
+        headers::response_plan(
+            from_origin,
+            servers,
+            &public,
+            &plan.request_id,
+            &route.response_headers,
+            lookup,
+        )
+    }
+
+    /// The matched route of a plan.
+    pub fn route(&self, plan: &ForwardPlan) -> &Route {
+        &self.config.routes[plan.route]
+    }
+}
+
+fn lookup_var<'a>(
+    v: &Var,
+    request_id: &'a str,
+    client_ip: Option<&'a str>,
+    route: &'a str,
+    host: &'a str,
+    params: &'a [(String, String)],
+) -> Option<&'a str> {
+    match v {
+        Var::RequestId => Some(request_id),
+        Var::ClientIp => client_ip,
+        Var::Route => Some(route),
+        Var::Host => Some(host),
+        Var::Param(name) => params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! Header plans: what the origin receives and what the client receives (SPEC.md steps 7 and 9).
+//!
+//! Both plans take the header list as it arrived and return the complete list to send, so the
+//! adapter crosses into the runtime once per direction, whatever the number of headers.
+
+use crate::config::{HeaderRules, Rewrite, Server};
+use crate::template::Var;
+
+/// Headers that belong to one connection, never forwarded in either direction. Any `proxy-*`
+/// header counts too.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers the gateway sets on the origin request itself; a client's copies are dropped. Any
+/// `x-forwarded-*` header counts too.
+const GATEWAY_OWNED: &[&str] = &["forwarded", "x-real-ip", "x-request-id"];
+
+/// Response headers that would tell a client what runs behind the gateway.
+const REVEALING: &[&str] = &["server", "x-powered-by", "via"];
+
+/// Whether a lower-case header name is hop-by-hop.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name) || name.starts_with("proxy-")
+}
+
+fn is_gateway_owned(name: &str) -> bool {
+    GATEWAY_OWNED.contains(&name) || name.starts_with("x-forwarded-")
+}
+
+/// RFC 9110 token characters.
+pub fn is_valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// No control characters (tab allowed), so no header injection.
+pub fn is_valid_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// The header list type of the plans: lower-case names, in order, repeats allowed.
+pub type HeaderList = Vec<(String, String)>;
+
+/// The lower-case names listed in every `Connection` header of `headers`.
+fn connection_tokens(headers: &[(String, String)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "connection")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Applies a route's `remove`, `set` and `add`, in that order.
+fn apply_rules<'a>(
+    out: &mut HeaderList,
+    rules: &HeaderRules,
+    lookup: &impl Fn(&Var) -> Option<&'a str>,
+) {
+    if !rules.remove.is_empty() {
+        out.retain(|(n, _)| !rules.remove.contains(n));
+    }
+    for (name, template) in &rules.set {
+        out.retain(|(n, _)| n != name);
+        if let Some(value) = template.render(lookup) {
+            out.push((name.clone(), value));
+        }
+    }
+    for (name, template) in &rules.add {
+        if let Some(value) = template.render(lookup) {
+            out.push((name.clone(), value));
+        }
+    }
+}
+
+/// What the gateway knows about a request that header plans use.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The client address, when known (from `CF-Connecting-IP`).
+    pub client_ip: Option<&'a str>,
+    /// `http` or `https`, as the client spoke to the gateway.
+    pub proto: &'a str,
+    /// The host (and port, when not the default) the client asked for.
+    pub public_host: &'a str,
+    pub request_id: &'a str,
+}
+
+/// The headers the origin receives. Contract (SPEC.md step 7), in this order:
+/// hop-by-hop headers, headers named in `Connection`, `host`, and client copies of the headers the
+/// gateway owns are dropped; `x-request-id`, `x-forwarded-for` (only the client address, never
+/// appended to), `x-forwarded-proto` and `x-forwarded-host` are set; then the route's
+/// `request_headers` apply.
+pub fn request_plan<'a>(
+    incoming: &[(String, String)],
+    fwd: &Forwarding<'_>,
+    rules: &HeaderRules,
+    lookup: impl Fn(&Var) -> Option<&'a str>,
+) -> HeaderList {
+    let named = connection_tokens(incoming);
+    let mut out: HeaderList = incoming
+        .iter()
+        .filter(|(n, _)| {
+            !is_hop_by_hop(n) && !is_gateway_owned(n) && n != "host" && !named.contains(n)
+        })
+        .cloned()
+        .collect();
+    out.push(("x-request-id".into(), fwd.request_id.into()));
+    if let Some(ip) = fwd.client_ip {
+        out.push(("x-forwarded-for".into(), ip.into()));
+    }
+    out.push(("x-forwarded-proto".into(), fwd.proto.into()));
+    out.push(("x-forwarded-host".into(), fwd.public_host.into()));
+    apply_rules(&mut out, rules, &lookup);
+    out
+}
+
+/// Where a response's `Location` should point instead of an origin server.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicSide<'a> {
+    /// `https://api.example.com`: the scheme and authority the client used.
+    pub origin: &'a str,
+    /// The route's rewrite, undone on the path where it can be (`strip_prefix`).
+    pub rewrite: &'a Rewrite,
+}
+
+/// Rewrites a `Location` or `Content-Location` value that points at any configured origin server
+/// to the public host; returns `None` when the value does not point at one (relative URLs, other
+/// hosts). The server's base path is removed and a stripped prefix restored, as nginx's
+/// `proxy_redirect default` does.
+pub fn rewrite_location<'s>(
+    value: &str,
+    servers: impl IntoIterator<Item = &'s Server>,
+    public: &PublicSide<'_>,
+) -> Option<String> {
+    let url = url::Url::parse(value).ok()?;
+    let host = url.host_str()?.to_ascii_lowercase();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let server = servers
+        .into_iter()
+        .find(|s| s.host.trim_start_matches('[').trim_end_matches(']') == host)?;
+    let mut path = url.path();
+    if !server.base_path.is_empty() {
+        if let Some(rest) = path.strip_prefix(server.base_path.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                path = if rest.is_empty() { "/" } else { rest };
+            }
+        }
+    }
+    let mut out = String::from(public.origin);
+    if let Rewrite::StripPrefix(prefix) = public.rewrite {
+        out.push_str(prefix);
+        if path != "/" {
+            out.push_str(path);
+        }
+    } else {
+        out.push_str(path);
+    }
+    if let Some(q) = url.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = url.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+/// The headers the client receives. Contract (SPEC.md step 9), in this order: hop-by-hop
+/// headers, headers named in `Connection`, `server`, `x-powered-by` and `via` are dropped;
+/// `location` and `content-location` pointing at an origin server are rewritten to the public
+/// host; the route's `response_headers` apply; `x-request-id` is set last, so it is always the
+/// gateway's.
+pub fn response_plan<'a, 's>(
+    from_origin: &[(String, String)],
+    servers: impl IntoIterator<Item = &'s Server> + Clone,
+    public: &PublicSide<'_>,
+    request_id: &str,
+    rules: &HeaderRules,
+    lookup: impl Fn(&Var) -> Option<&'a str>,
+) -> HeaderList {
+    let named = connection_tokens(from_origin);
+    let mut out: HeaderList = Vec::with_capacity(from_origin.len() + 1);
+    for (name, value) in from_origin {
+        if is_hop_by_hop(name)
+            || REVEALING.contains(&name.as_str())
+            || named.contains(name)
+            || name == "x-request-id"
+        {
+            continue;
+        }
+        let value = if name == "location" || name == "content-location" {
+            rewrite_location(value, servers.clone(), public).unwrap_or_else(|| value.clone())
+        } else {
+            value.clone()
+        };
+        out.push((name.clone(), value));
+    }
+    apply_rules(&mut out, rules, &lookup);
+    out.retain(|(n, _)| n != "x-request-id");
+    out.push(("x-request-id".into(), request_id.into()));
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,21 @@
+//! Portcullis's core: everything that decides, as synchronous Rust that takes values and returns
+//! values. It knows nothing of the Workers runtime; the `portcullis-worker` crate is the adapter
+//! that does the I/O.
+//!
+//! Modules, in the order a request meets them:
+//! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`gateway`] (the plan),
+//! [`headers`], [`error`], [`log`].
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod headers;
+pub mod log;
+pub mod path;
+pub mod request_id;
+pub mod router;
+pub mod template;
+
+pub use config::{Config, ConfigError, ConfigErrors};
+pub use error::{ErrorResponse, GatewayError};
+pub use gateway::{ForwardPlan, Gateway, Incoming, Refusal};

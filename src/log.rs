@@ -1,0 +1,55 @@
+//! The one structured log line per request (SPEC.md step 11).
+//!
+//! Contract: the line holds the request id, method, normalized path (never the query, which may
+//! carry tokens), route, status, error code, every origin attempt and the total duration; it
+//! never holds a header value, token, secret or cookie.
+
+use serde::Serialize;
+
+/// How one attempt to reach an origin ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The origin answered (with any status).
+    Response,
+    /// No response headers within the timeout.
+    Timeout,
+    /// The subrequest failed before any response: refused, reset, DNS, TLS.
+    ConnectFailed,
+}
+
+/// One attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// The server's index in the route's origin pool.
+    pub server: usize,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub duration_ms: u64,
+}
+
+/// The log line. Serialize it with [`LogLine::to_json`].
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    /// What the operator needs and the client must not see: a runtime error string, the config
+    /// problems. Never a header value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub attempts: Vec<Attempt>,
+    pub duration_ms: u64,
+}
+
+impl LogLine<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,198 @@
+"""A real HTTP origin server on 127.0.0.1 for end-to-end tests (standard library only).
+
+Each server answers by path, and records every request it received (method, path, query,
+headers, body digest) so that tests can assert what the gateway forwarded:
+
+- anything else: 200 JSON echo {"server", "method", "path", "query", "headers", "body_len",
+  "body_sha256"}; with a `set-cookie` and an `x-internal-trace` header;
+- /big/N: N deterministic bytes (see `big_body`), with content-length;
+- /gzip: a gzip-encoded text body (`GZIP_PLAIN`), `content-encoding: gzip`;
+- /redirect: 302 with `location` and `content-location` pointing at this server itself;
+- /slow/MS: waits MS milliseconds before answering (bounded to 30 s);
+- /reveal: `server`, `x-powered-by`, `via`, and a header named in `connection`;
+- /status/CODE: answers CODE with a JSON body.
+
+Request bodies may be chunked (workerd streams bodies of unknown length): they are decoded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+
+GZIP_PLAIN = ("portcullis gzip check: " + "abcdefghij" * 400).encode()
+
+
+def big_body(n: int) -> bytes:
+    """N bytes that differ along the whole length, so a shifted or truncated copy shows."""
+    block = hashlib.sha256(b"portcullis").digest() * 2048  # 64 KiB
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += bytes((b + i) % 256 for b in block[:1024])
+        i += 1
+    return bytes(out[:n])
+
+
+def free_port() -> int:
+    """A port that nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Received:
+    def __init__(self, method, path, query, headers, body):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers  # list of (lower-case name, value)
+        self.body = body
+
+    def header(self, name: str) -> Optional[str]:
+        values = [v for k, v in self.headers if k == name.lower()]
+        return ", ".join(values) if values else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "origin-test/1.0"
+    sys_version = "Python-internal"
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self):
+        origin: Origin = self.server.origin  # type: ignore[attr-defined]
+        path, _, query = self.path.partition("?")
+        body = self._read_body()
+        headers = [(k.lower(), v) for k, v in self.headers.items()]
+        origin.received.append(Received(self.command, path, query, headers, body))
+        del origin.received[:-1000]  # bounded, for long demo runs
+        here = f"http://127.0.0.1:{origin.port}"
+
+        if path.startswith("/slow/"):
+            time.sleep(min(int(path.split("/")[2]), 30_000) / 1000)
+        if path.startswith("/big/"):
+            data = big_body(int(path.split("/")[2]))
+            return self._send(200, data, [("content-type", "application/octet-stream")])
+        if path == "/gzip":
+            data = gzip.compress(GZIP_PLAIN)
+            return self._send(200, data, [("content-type", "text/plain"), ("content-encoding", "gzip")])
+        if path == "/redirect":
+            return self._send(302, b"", [("location", f"{here}/elsewhere?x=1"), ("content-location", f"{here}/doc")])
+        if path.startswith("/status/"):
+            code = int(path.split("/")[2])
+            return self._send(code, json.dumps({"status": code}).encode(), [("content-type", "application/json")])
+        extra = []
+        if path == "/reveal":
+            extra = [("x-powered-by", "Express"), ("via", "1.1 internal-proxy"), ("connection", "x-internal-hop"), ("x-internal-hop", "secret")]
+        echo = {
+            "server": origin.name,
+            "method": self.command,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "body_len": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+        }
+        return self._send(
+            200,
+            json.dumps(echo).encode(),
+            [("content-type", "application/json"), ("set-cookie", "origin=1"), ("x-internal-trace", "t-1")] + extra,
+        )
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class Origin:
+    """One origin server on 127.0.0.1; `with Origin("a") as o:` or start()/stop()."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.received: list[Received] = []
+        self._server: Optional[ThreadingHTTPServer] = None
+        self.port: Optional[int] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Origin":
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.origin = self  # type: ignore[attr-defined]
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def last(self) -> Received:
+        assert self.received, f"origin {self.name} received nothing"
+        return self.received[-1]
+
+    def __enter__(self) -> "Origin":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """`python3 tests/e2e/origin.py NAME PORT`: run one demo origin until interrupted."""
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: origin.py NAME PORT")
+    name, port = sys.argv[1], int(sys.argv[2])
+    origin = Origin(name)
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    server.daemon_threads = True
+    server.origin = origin  # type: ignore[attr-defined]
+    origin.port = port
+    print(f"demo origin '{name}' on http://127.0.0.1:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
