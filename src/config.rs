@@ -433,7 +433,7 @@ fn validate_origin(name: &str, raw: &RawOrigin, at: &str, problems: &mut Problem
 }
 
 fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<Server> {
-    let hint = Some("write an absolute URL such as https://users.internal.example:8443/base");
+    let hint = Some("write an absolute URL such as https://users.internal.example:8443/base (an international host name in its punycode form, xn--...)");
     let url = match url::Url::parse(text) {
         Ok(u) => u,
         Err(e) => {
