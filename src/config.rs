@@ -40,20 +40,37 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawOrigin {
     servers: Vec<RawServer>,
-    balance: Option<Value>,
-    hash_on: Option<Value>,
+    balance: Option<String>,
+    hash_on: Option<String>,
     timeout_ms: Option<u64>,
-    deadline_ms: Option<Value>,
-    retry: Option<Value>,
-    eject: Option<Value>,
+    deadline_ms: Option<u64>,
+    retry: Option<RawRetry>,
+    eject: Option<RawEject>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     url: String,
-    weight: Option<Value>,
-    backup: Option<Value>,
+    weight: Option<u64>,
+    backup: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    attempts: Option<u64>,
+    on: Option<Vec<Value>>,
+    non_idempotent: Option<bool>,
+    replay_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEject {
+    after_failures: Option<u64>,
+    for_ms: Option<u64>,
+    max_for_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,15 +127,81 @@ pub struct Config {
 #[derive(Debug)]
 pub struct Origin {
     pub name: String,
-    /// At least one server.
+    /// At least one server, and at least one that is not a backup.
     pub servers: Vec<Server>,
+    pub balance: Balance,
     /// The time one attempt may take until the origin's response headers arrive.
     pub timeout_ms: u32,
+    /// The time all attempts of one request may take together; never less than `timeout_ms`.
+    pub deadline_ms: u32,
+    pub retry: RetryPolicy,
+    pub eject: EjectPolicy,
 }
+
+/// How a pool picks the first server of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Always the first healthy server: an active/standby pair.
+    First,
+    /// Consistent (rendezvous) hashing on a request value; round robin without one.
+    Hash(HashOn),
+}
+
+/// The request value a `hash` pool hashes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    /// A lower-case header name.
+    Header(String),
+    Cookie(String),
+}
+
+/// When a request is attempted again on another server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 means no retry).
+    pub attempts: u32,
+    pub on_connect: bool,
+    pub on_timeout: bool,
+    /// Origin statuses that count as failures worth another attempt.
+    pub on_statuses: Vec<u16>,
+    /// Whether POST and PATCH are retried too.
+    pub non_idempotent: bool,
+    /// The largest request body buffered so that it can be sent again; larger bodies stream and
+    /// are not retried.
+    pub replay_body_bytes: u64,
+}
+
+/// When a failing server is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EjectPolicy {
+    /// Failures in a row that eject a server; 0 never ejects.
+    pub after_failures: u32,
+    /// The first ejection's length; each ejection in a row doubles it.
+    pub for_ms: u32,
+    /// The longest ejection.
+    pub max_for_ms: u32,
+}
+
+/// Defaults of the `retry` and `eject` fields.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+pub const DEFAULT_DEADLINE_MS: u32 = 30_000;
+pub const DEFAULT_REPLAY_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_EJECT_AFTER: u32 = 3;
+pub const DEFAULT_EJECT_FOR_MS: u32 = 30_000;
+pub const DEFAULT_EJECT_MAX_FOR_MS: u32 = 300_000;
 
 /// One origin server.
 #[derive(Debug)]
 pub struct Server {
+    /// Relative share of traffic, 1 to 1000.
+    pub weight: u32,
+    /// Takes traffic only when every non-backup server is ejected or has failed.
+    pub backup: bool,
     /// `scheme://authority` followed by the base path without a trailing slash (possibly empty).
     pub base: String,
     /// The host name, lower case, without port: what a `Location` pointing at this server has.
@@ -362,11 +445,28 @@ impl Config {
             }
         }
     }
+}
 
-    /// The server a route forwards to: the first of its origin pool.
-    pub fn server_for(&self, route: &Route) -> &Server {
-        // An origin always has a server (validation), and a route's origin index is in range.
-        &self.origins[route.origin].servers[0]
+/// Reads an optional integer field within `range`, or reports it.
+fn bounded(
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    at: String,
+    what: &str,
+    problems: &mut Problems,
+) -> u64 {
+    match value {
+        None => default,
+        Some(v) if range.contains(&v) => v,
+        Some(_) => {
+            problems.add(
+                at,
+                format!("must be between {} and {}", range.start(), range.end()),
+                Some(what),
+            );
+            default
+        }
     }
 }
 
@@ -374,62 +474,230 @@ fn validate_origin(name: &str, raw: &RawOrigin, at: &str, problems: &mut Problem
     if name.is_empty() {
         problems.add(at.to_string(), "an origin name must not be empty", None);
     }
-    let balancing = "balancing and failover across servers";
-    for (field, present) in [
-        ("balance", raw.balance.is_some()),
-        ("hash_on", raw.hash_on.is_some()),
-        ("deadline_ms", raw.deadline_ms.is_some()),
-        ("retry", raw.retry.is_some()),
-        ("eject", raw.eject.is_some()),
-    ] {
-        if present {
-            problems.not_supported_yet(format!("{at}.{field}"), balancing);
-        }
+    let timeout_ms = bounded(
+        raw.timeout_ms,
+        u64::from(DEFAULT_TIMEOUT_MS),
+        1..=u64::from(MAX_TIMEOUT_MS),
+        format!("{at}.timeout_ms"),
+        "the time one attempt may take until response headers, in milliseconds",
+        problems,
+    ) as u32;
+    let deadline_ms = bounded(
+        raw.deadline_ms,
+        u64::from(DEFAULT_DEADLINE_MS.max(timeout_ms)),
+        1..=u64::from(MAX_TIMEOUT_MS),
+        format!("{at}.deadline_ms"),
+        "the time all attempts of one request may take together, in milliseconds",
+        problems,
+    ) as u32;
+    if deadline_ms < timeout_ms {
+        problems.add(
+            format!("{at}.deadline_ms"),
+            format!("deadline_ms ({deadline_ms}) is shorter than timeout_ms ({timeout_ms})"),
+            Some(
+                "the deadline bounds all attempts together: make it at least one attempt's timeout",
+            ),
+        );
     }
-    let timeout_ms = match raw.timeout_ms {
-        None => DEFAULT_TIMEOUT_MS,
-        Some(t) if (1..=u64::from(MAX_TIMEOUT_MS)).contains(&t) => t as u32,
-        Some(_) => {
-            problems.add(
-                format!("{at}.timeout_ms"),
-                format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"),
-                Some("it is the time one attempt may take, in milliseconds"),
-            );
-            DEFAULT_TIMEOUT_MS
-        }
-    };
+
     if raw.servers.is_empty() {
         problems.add(
             format!("{at}.servers"),
             "an origin needs at least one server",
             Some("add { \"url\": \"https://service.internal.example\" }"),
         );
-    }
-    if raw.servers.len() > 1 {
+    } else if raw.servers.iter().all(|s| s.backup == Some(true)) {
         problems.add(
-            format!("{at}.servers[1]"),
-            "more than one server per origin is not supported yet",
-            Some("balancing and failover across servers is not built yet; list one server for now"),
+            format!("{at}.servers"),
+            "every server is a backup",
+            Some("backups take traffic only when the others fail: make at least one server a primary"),
         );
     }
     let mut servers = Vec::with_capacity(raw.servers.len());
     for (i, s) in raw.servers.iter().enumerate() {
         let at = format!("{at}.servers[{i}]");
-        if s.weight.is_some() {
-            problems.not_supported_yet(format!("{at}.weight"), balancing);
-        }
-        if s.backup.is_some() {
-            problems.not_supported_yet(format!("{at}.backup"), balancing);
-        }
-        if let Some(server) = validate_server_url(&s.url, &format!("{at}.url"), problems) {
+        let weight = bounded(
+            s.weight,
+            1,
+            1..=1000,
+            format!("{at}.weight"),
+            "a relative share of traffic",
+            problems,
+        ) as u32;
+        if let Some(mut server) = validate_server_url(&s.url, &format!("{at}.url"), problems) {
+            server.weight = weight;
+            server.backup = s.backup.unwrap_or(false);
             servers.push(server);
         }
     }
+
+    let balance = match (raw.balance.as_deref(), raw.hash_on.as_deref()) {
+        (Some("hash"), Some(on)) => match parse_hash_on(on) {
+            Ok(h) => Balance::Hash(h),
+            Err(message) => {
+                problems.add(
+                    format!("{at}.hash_on"),
+                    message,
+                    Some("client_ip, header:NAME or cookie:NAME"),
+                );
+                Balance::RoundRobin
+            }
+        },
+        (Some("hash"), None) => {
+            problems.add(
+                format!("{at}.hash_on"),
+                "balance \"hash\" needs hash_on",
+                Some("hash on client_ip, header:NAME or cookie:NAME"),
+            );
+            Balance::RoundRobin
+        }
+        (_, Some(_)) => {
+            problems.add(
+                format!("{at}.hash_on"),
+                "hash_on is used only with balance \"hash\"",
+                Some("set \"balance\": \"hash\" or remove hash_on"),
+            );
+            Balance::RoundRobin
+        }
+        (None | Some("round_robin"), None) => Balance::RoundRobin,
+        (Some("random"), None) => Balance::Random,
+        (Some("first"), None) => Balance::First,
+        (Some(other), None) => {
+            problems.add(
+                format!("{at}.balance"),
+                format!("unknown balance \"{other}\""),
+                Some("round_robin, random, hash or first"),
+            );
+            Balance::RoundRobin
+        }
+    };
+
+    let retry = match &raw.retry {
+        None => RetryPolicy {
+            attempts: DEFAULT_ATTEMPTS,
+            on_connect: true,
+            on_timeout: true,
+            on_statuses: Vec::new(),
+            non_idempotent: false,
+            replay_body_bytes: DEFAULT_REPLAY_BODY_BYTES,
+        },
+        Some(r) => validate_retry(r, &format!("{at}.retry"), problems),
+    };
+    let eject = match &raw.eject {
+        None => EjectPolicy {
+            after_failures: DEFAULT_EJECT_AFTER,
+            for_ms: DEFAULT_EJECT_FOR_MS,
+            max_for_ms: DEFAULT_EJECT_MAX_FOR_MS,
+        },
+        Some(e) => {
+            let at = format!("{at}.eject");
+            let after_failures = bounded(
+                e.after_failures,
+                u64::from(DEFAULT_EJECT_AFTER),
+                0..=1000,
+                format!("{at}.after_failures"),
+                "failures in a row that eject a server; 0 never ejects",
+                problems,
+            ) as u32;
+            let for_ms = bounded(
+                e.for_ms,
+                u64::from(DEFAULT_EJECT_FOR_MS),
+                1..=3_600_000,
+                format!("{at}.for_ms"),
+                "how long an ejected server is skipped, in milliseconds",
+                problems,
+            ) as u32;
+            let max_for_ms = bounded(
+                e.max_for_ms,
+                u64::from(DEFAULT_EJECT_MAX_FOR_MS.max(for_ms)),
+                u64::from(for_ms)..=3_600_000,
+                format!("{at}.max_for_ms"),
+                "the cap of the doubling ejection time, at least for_ms",
+                problems,
+            ) as u32;
+            EjectPolicy {
+                after_failures,
+                for_ms,
+                max_for_ms,
+            }
+        }
+    };
     Origin {
         name: name.to_string(),
         servers,
+        balance,
         timeout_ms,
+        deadline_ms,
+        retry,
+        eject,
     }
+}
+
+fn parse_hash_on(text: &str) -> Result<HashOn, String> {
+    match text.split_once(':') {
+        None if text == "client_ip" => Ok(HashOn::ClientIp),
+        Some(("header", name)) if is_valid_header_name(name) => {
+            Ok(HashOn::Header(name.to_ascii_lowercase()))
+        }
+        Some(("cookie", name)) if !name.is_empty() && is_valid_header_name(name) => {
+            Ok(HashOn::Cookie(name.to_string()))
+        }
+        Some(("claim", _)) => {
+            Err("hashing on a claim is not supported yet (it arrives with JWT verification)".into())
+        }
+        _ => Err(format!("\"{text}\" is not a value to hash on")),
+    }
+}
+
+fn validate_retry(raw: &RawRetry, at: &str, problems: &mut Problems) -> RetryPolicy {
+    let attempts = bounded(
+        raw.attempts,
+        u64::from(DEFAULT_ATTEMPTS),
+        1..=10,
+        format!("{at}.attempts"),
+        "attempts in all, the first included; 1 means no retry",
+        problems,
+    ) as u32;
+    let mut policy = RetryPolicy {
+        attempts,
+        on_connect: false,
+        on_timeout: false,
+        on_statuses: Vec::new(),
+        non_idempotent: raw.non_idempotent.unwrap_or(false),
+        replay_body_bytes: bounded(
+            raw.replay_body_bytes,
+            DEFAULT_REPLAY_BODY_BYTES,
+            0..=16 * 1024 * 1024,
+            format!("{at}.replay_body_bytes"),
+            "the largest request body buffered so it can be sent again",
+            problems,
+        ),
+    };
+    match &raw.on {
+        None => {
+            policy.on_connect = true;
+            policy.on_timeout = true;
+        }
+        Some(list) => {
+            for (i, item) in list.iter().enumerate() {
+                match item {
+                    Value::String(s) if s == "connect" => policy.on_connect = true,
+                    Value::String(s) if s == "timeout" => policy.on_timeout = true,
+                    Value::Number(n) if n.as_u64().is_some_and(|c| (400..=599).contains(&c)) => {
+                        policy
+                            .on_statuses
+                            .push(n.as_u64().unwrap_or_default() as u16)
+                    }
+                    other => problems.add(
+                        format!("{at}.on[{i}]"),
+                        format!("{other} is not a failure to retry on"),
+                        Some("\"connect\", \"timeout\", or a status code from 400 to 599"),
+                    ),
+                }
+            }
+        }
+    }
+    policy
 }
 
 fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<Server> {
@@ -475,6 +743,8 @@ fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<
     };
     let base_path = url.path().trim_end_matches('/').to_string();
     Some(Server {
+        weight: 1,
+        backup: false,
         base: format!("{}://{authority}{base_path}", url.scheme()),
         host: host.to_ascii_lowercase(),
         base_path,

@@ -13,6 +13,8 @@ use crate::path::PathError;
 pub enum GatewayError {
     /// The path or request line is malformed.
     BadRequest(PathError),
+    /// The client's request body could not be read (the client went away mid-body).
+    UnreadableBody,
     /// No route matches host and path.
     NoRoute,
     /// The path matches, the method does not; the methods that would.
@@ -45,7 +47,7 @@ impl GatewayError {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::BadRequest(_) => 400,
+            GatewayError::BadRequest(_) | GatewayError::UnreadableBody => 400,
             GatewayError::NoRoute => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::ConfigInvalid => 500,
@@ -57,7 +59,7 @@ impl GatewayError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::BadRequest(_) | GatewayError::UnreadableBody => "bad_request",
             GatewayError::NoRoute => "no_route",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::ConfigInvalid => "config_invalid",
@@ -70,6 +72,7 @@ impl GatewayError {
     pub fn message(&self) -> String {
         match self {
             GatewayError::BadRequest(e) => format!("malformed request: {e}"),
+            GatewayError::UnreadableBody => "the request body could not be read".into(),
             GatewayError::NoRoute => "no route matches this request".into(),
             GatewayError::MethodNotAllowed { allow } => {
                 format!("this path accepts only: {}", allow.join(", "))

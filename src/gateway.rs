@@ -5,7 +5,7 @@
 //! [`ForwardPlan`]: the upstream URL, method, headers and timeout. [`Gateway::response_headers`]
 //! turns the origin's response headers into the client's. Nothing here does I/O or reads a clock.
 
-use crate::config::{Config, Rewrite, Route};
+use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding, HeaderList, PublicSide};
 use crate::path;
@@ -71,14 +71,16 @@ pub struct ForwardPlan {
     /// Index into the config's routes.
     pub route: usize,
     pub method: String,
-    /// The upstream URL: server base, rewritten path, the query as the client sent it.
-    pub url: String,
+    /// Index into the config's origins.
+    pub origin: usize,
+    /// The rewritten path, to be joined to a server's base.
+    pub forward_path: String,
+    /// The query as the client sent it.
+    pub query: Option<String>,
     /// The complete header list for the origin.
     pub headers: HeaderList,
-    /// The time the attempt may take until response headers arrive.
-    pub timeout_ms: u32,
-    /// The server's index in its origin pool.
-    pub server: usize,
+    /// The request's value of the pool's `hash_on`, when the pool hashes and the request has it.
+    pub hash_key: Option<String>,
     /// The normalized path.
     pub path: String,
     pub params: Vec<(String, String)>,
@@ -95,6 +97,43 @@ pub struct Refusal {
     pub route: Option<usize>,
     /// The normalized path when it could be normalized, for the log.
     pub path: Option<String>,
+}
+
+impl ForwardPlan {
+    /// The upstream URL on `server`: its base, the rewritten path, the client's query.
+    pub fn url_for(&self, server: &Server) -> String {
+        join_upstream(&server.base, &self.forward_path, self.query.as_deref())
+    }
+}
+
+/// The value of cookie `name` in the request's `cookie` headers.
+fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "cookie")
+        .flat_map(|(_, v)| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The request's value of a pool's `hash_on`.
+fn hash_key(
+    origin: &Origin,
+    headers: &[(String, String)],
+    client_ip: Option<&str>,
+) -> Option<String> {
+    let Balance::Hash(on) = &origin.balance else {
+        return None;
+    };
+    match on {
+        HashOn::ClientIp => client_ip.map(str::to_string),
+        HashOn::Header(name) => headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone()),
+        HashOn::Cookie(name) => cookie(headers, name).map(str::to_string),
+    }
 }
 
 /// The client address from `CF-Connecting-IP`, only when it parses as an IP address.
@@ -193,7 +232,6 @@ impl Gateway {
         };
         let route = &cfg.routes[index];
         let origin = &cfg.origins[route.origin];
-        let server = cfg.server_for(route);
         let forwarded_path = rewrite_path(route, &normalized, &params);
         let client_ip = client_ip(req.headers);
         let fwd = Forwarding {
@@ -216,10 +254,11 @@ impl Gateway {
         Ok(ForwardPlan {
             route: index,
             method: req.method.to_string(),
-            url: join_upstream(&server.base, &forwarded_path, url.query),
+            origin: route.origin,
+            forward_path: forwarded_path,
+            query: url.query.map(str::to_string),
+            hash_key: hash_key(origin, req.headers, client_ip.as_deref()),
             headers,
-            timeout_ms: origin.timeout_ms,
-            server: 0,
             path: normalized.clone(),
             params: params.clone(),
             client_ip: client_ip.clone(),

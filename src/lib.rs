@@ -4,7 +4,7 @@
 //!
 //! Modules, in the order a request meets them:
 //! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`gateway`] (the plan),
-//! [`headers`], [`error`], [`log`].
+//! [`headers`], [`upstream`] (servers and retries), [`error`], [`log`].
 
 pub mod config;
 pub mod error;
@@ -15,6 +15,7 @@ pub mod path;
 pub mod request_id;
 pub mod router;
 pub mod template;
+pub mod upstream;
 
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use error::{ErrorResponse, GatewayError};

@@ -23,10 +23,15 @@ pub enum Outcome {
 pub struct Attempt {
     /// The server's index in the route's origin pool.
     pub server: usize,
+    /// The server's address: the log is the operator's, never the client's.
+    pub address: String,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub duration_ms: u64,
+    /// Set when this attempt's failure ejected the server, for this long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_for_ms: Option<u64>,
 }
 
 /// The log line. Serialize it with [`LogLine::to_json`].

@@ -9,6 +9,7 @@
 use std::process::ExitCode;
 
 use portcullis::gateway::{Gateway, Incoming};
+use portcullis::upstream::{PoolState, SUBREQUEST_LIMIT};
 use portcullis::Config;
 
 const USAGE: &str = "usage:
@@ -75,9 +76,34 @@ fn explain(path: &str, method: &str, url: &str, header_args: &[String]) -> ExitC
                     .collect();
                 println!("params:      {}", params.join(" "));
             }
-            println!("origin:      {} (server {})", origin.name, plan.server);
-            println!("upstream:    {} {}", plan.method, plan.url);
-            println!("timeout_ms:  {}", plan.timeout_ms);
+            // A fresh isolate's choice: the first request of a pool, no server ejected yet.
+            let order = PoolState::new(origin).candidates(origin, plan.hash_key.as_deref(), 0, 0);
+            let attempts =
+                origin
+                    .retry
+                    .attempts_for(&plan.method, order.len(), SUBREQUEST_LIMIT, true);
+            println!(
+                "origin:      {} ({} servers, {:?})",
+                origin.name,
+                origin.servers.len(),
+                origin.balance
+            );
+            println!(
+                "upstream:    {} {}",
+                plan.method,
+                plan.url_for(&origin.servers[order[0]])
+            );
+            for &i in order.iter().take(attempts as usize).skip(1) {
+                println!(
+                    "  then:      {} {}",
+                    plan.method,
+                    plan.url_for(&origin.servers[i])
+                );
+            }
+            println!(
+                "attempts:    up to {attempts}, each {} ms, {} ms in all",
+                origin.timeout_ms, origin.deadline_ms
+            );
             println!("headers to the origin:");
             for (name, value) in &plan.headers {
                 println!("  {name}: {value}");

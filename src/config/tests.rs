@@ -85,6 +85,7 @@ fn the_shipped_routes_json_is_valid() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn every_rejection_names_its_json_path() {
     type Edit = Box<dyn FnOnce(&mut Value)>;
     let cases: Vec<(&str, Edit, &str, &str)> = vec![
@@ -475,60 +476,20 @@ fn every_rejection_names_its_json_path() {
             "$.routes[0].deny_ips",
             "not supported yet",
         ),
-        (
-            "balance",
-            Box::new(|v| set(v, "/origins/users/balance", json!("round_robin"))),
-            "$.origins.users.balance",
-            "not supported yet",
-        ),
-        (
-            "hash_on",
-            Box::new(|v| set(v, "/origins/users/hash_on", json!("client_ip"))),
-            "$.origins.users.hash_on",
-            "not supported yet",
-        ),
-        (
-            "deadline_ms",
-            Box::new(|v| set(v, "/origins/users/deadline_ms", json!(1000))),
-            "$.origins.users.deadline_ms",
-            "not supported yet",
-        ),
-        (
-            "retry",
-            Box::new(|v| set(v, "/origins/users/retry", json!({}))),
-            "$.origins.users.retry",
-            "not supported yet",
-        ),
-        (
-            "eject",
-            Box::new(|v| set(v, "/origins/users/eject", json!({}))),
-            "$.origins.users.eject",
-            "not supported yet",
-        ),
-        (
-            "weight",
-            Box::new(|v| set(v, "/origins/users/servers/0/weight", json!(2))),
-            "$.origins.users.servers[0].weight",
-            "not supported yet",
-        ),
-        (
-            "backup",
-            Box::new(|v| set(v, "/origins/users/servers/0/backup", json!(true))),
-            "$.origins.users.servers[0].backup",
-            "not supported yet",
-        ),
-        (
-            "second server",
-            Box::new(|v| {
-                set(
-                    v,
-                    "/origins/users/servers/1",
-                    json!({"url": "https://b.example"}),
-                )
-            }),
-            "$.origins.users.servers[1]",
-            "not supported yet",
-        ),
+        ("unknown balance", Box::new(|v| set(v, "/origins/users/balance", json!("fastest"))), "$.origins.users.balance", "unknown balance"),
+        ("hash without hash_on", Box::new(|v| set(v, "/origins/users/balance", json!("hash"))), "$.origins.users.hash_on", "needs hash_on"),
+        ("hash_on without hash", Box::new(|v| set(v, "/origins/users/hash_on", json!("client_ip"))), "$.origins.users.hash_on", "only with balance"),
+        ("bad hash_on", Box::new(|v| { set(v, "/origins/users/balance", json!("hash")); set(v, "/origins/users/hash_on", json!("body")); }), "$.origins.users.hash_on", "not a value to hash on"),
+        ("hash on a claim", Box::new(|v| { set(v, "/origins/users/balance", json!("hash")); set(v, "/origins/users/hash_on", json!("claim:sub")); }), "$.origins.users.hash_on", "not supported yet"),
+        ("deadline below timeout", Box::new(|v| set(v, "/origins/users/deadline_ms", json!(1000))), "$.origins.users.deadline_ms", "shorter than timeout_ms"),
+        ("retry attempts zero", Box::new(|v| set(v, "/origins/users/retry", json!({"attempts": 0}))), "$.origins.users.retry.attempts", "between 1 and 10"),
+        ("retry on nonsense", Box::new(|v| set(v, "/origins/users/retry", json!({"on": ["connect", "sometimes"]}))), "$.origins.users.retry.on[1]", "not a failure to retry on"),
+        ("retry on a 2xx", Box::new(|v| set(v, "/origins/users/retry", json!({"on": [200]}))), "$.origins.users.retry.on[0]", "not a failure to retry on"),
+        ("unknown retry field", Box::new(|v| set(v, "/origins/users/retry", json!({"tries": 2}))), "$.origins.users.retry.tries", "unknown field"),
+        ("eject max below for", Box::new(|v| set(v, "/origins/users/eject", json!({"for_ms": 5000, "max_for_ms": 1000}))), "$.origins.users.eject.max_for_ms", "between 5000"),
+        ("weight zero", Box::new(|v| set(v, "/origins/users/servers/0/weight", json!(0))), "$.origins.users.servers[0].weight", "between 1 and 1000"),
+        ("only backups", Box::new(|v| set(v, "/origins/users/servers/0/backup", json!(true))), "$.origins.users.servers", "every server is a backup"),
+        ("backup not a bool", Box::new(|v| set(v, "/origins/users/servers/0/backup", json!("yes"))), "$.origins.users.servers[0].backup", "invalid type"),
     ];
     for (what, edit, path, text) in cases {
         let found = problems(edit);
@@ -537,6 +498,70 @@ fn every_rejection_names_its_json_path() {
                 .iter()
                 .any(|p| p.path == path && p.message.contains(text)),
             "{what}: expected a problem at {path} containing {text:?}, got {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_full_origin_is_read() {
+    let mut v = base();
+    set(
+        &mut v,
+        "/origins/users",
+        json!({
+            "servers": [
+                { "url": "https://a.internal.example", "weight": 3 },
+                { "url": "https://b.internal.example" },
+                { "url": "https://dr.example", "backup": true }
+            ],
+            "balance": "hash", "hash_on": "header:X-Tenant",
+            "timeout_ms": 1000, "deadline_ms": 2500,
+            "retry": { "attempts": 2, "on": ["connect", 503], "non_idempotent": true, "replay_body_bytes": 2048 },
+            "eject": { "after_failures": 5, "for_ms": 1000 }
+        }),
+    );
+    let cfg = Config::from_json(&v.to_string()).unwrap();
+    let o = cfg.origins.iter().find(|o| o.name == "users").unwrap();
+    assert_eq!(o.balance, Balance::Hash(HashOn::Header("x-tenant".into())));
+    let servers: Vec<(u32, bool)> = o.servers.iter().map(|s| (s.weight, s.backup)).collect();
+    assert_eq!(servers, [(3, false), (1, false), (1, true)]);
+    assert_eq!((o.timeout_ms, o.deadline_ms), (1000, 2500));
+    let want = RetryPolicy {
+        attempts: 2,
+        on_connect: true,
+        on_timeout: false,
+        on_statuses: vec![503],
+        non_idempotent: true,
+        replay_body_bytes: 2048,
+    };
+    assert_eq!(o.retry, want);
+    assert_eq!(
+        o.eject,
+        EjectPolicy {
+            after_failures: 5,
+            for_ms: 1000,
+            max_for_ms: 300_000
+        }
+    );
+    for (balance, want) in [
+        ("round_robin", Balance::RoundRobin),
+        ("random", Balance::Random),
+        ("first", Balance::First),
+    ] {
+        set(&mut v, "/origins/users/balance", json!(balance));
+        v.pointer_mut("/origins/users")
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .remove("hash_on");
+        let cfg = Config::from_json(&v.to_string()).unwrap();
+        assert_eq!(
+            cfg.origins
+                .iter()
+                .find(|o| o.name == "users")
+                .unwrap()
+                .balance,
+            want
         );
     }
 }

@@ -12,6 +12,11 @@ headers, body digest) so that tests can assert what the gateway forwarded:
 - /reveal: `server`, `x-powered-by`, `via`, and a header named in `connection`;
 - /status/CODE: answers CODE with a JSON body.
 
+Whatever the path, a test can set `origin.mode`: "hang" (no answer for `hang_s` seconds, bounded),
+or "503" (503 with a JSON body naming the server). `stop()` closes the listening socket and every
+open connection, so a stopped origin really is gone (refused), and `start()` again reopens it on
+the same port.
+
 Request bodies may be chunked (workerd streams bodies of unknown length): they are decoded.
 """
 
@@ -98,8 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         headers = [(k.lower(), v) for k, v in self.headers.items()]
         origin.received.append(Received(self.command, path, query, headers, body))
-        del origin.received[:-1000]  # bounded, for long demo runs
+        del origin.received[:-20000]  # bounded, for long demo runs
         here = f"http://127.0.0.1:{origin.port}"
+        if origin.mode == "hang":
+            time.sleep(min(origin.hang_s, 30))
+        elif origin.mode == "503":
+            return self._send(503, json.dumps({"server": origin.name}).encode(),
+                              [("content-type", "application/json"), ("retry-after", "1")])
 
         if path.startswith("/slow/"):
             time.sleep(min(int(path.split("/")[2]), 30_000) / 1000)
@@ -135,22 +145,60 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, *args, **kwargs):
+        self.connections: set = set()
+        self.lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        with self.lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # A client (the gateway) that gave up on a hanging or stopped origin is expected here.
+        pass
+
+    def close_all(self):
+        with self.lock:
+            conns = list(self.connections)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class Origin:
     """One origin server on 127.0.0.1; `with Origin("a") as o:` or start()/stop()."""
 
     def __init__(self, name: str):
         self.name = name
         self.received: list[Received] = []
-        self._server: Optional[ThreadingHTTPServer] = None
+        self._server: Optional[_Server] = None
         self.port: Optional[int] = None
+        self.mode = "ok"
+        self.hang_s = 10.0
+
+    def count(self, since: int = 0) -> int:
+        """Requests received from index `since` on."""
+        return len(self.received) - since
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Origin":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self.port or 0), _Handler)
         self._server.origin = self  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
@@ -160,6 +208,7 @@ class Origin:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_all()
             self._server = None
 
     def last(self) -> Received:
@@ -181,8 +230,7 @@ def main() -> None:
         sys.exit("usage: origin.py NAME PORT")
     name, port = sys.argv[1], int(sys.argv[2])
     origin = Origin(name)
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", port), _Handler)
     server.origin = origin  # type: ignore[attr-defined]
     origin.port = port
     print(f"demo origin '{name}' on http://127.0.0.1:{port}", flush=True)

@@ -11,6 +11,7 @@ use futures_util::future::{select, Either};
 use portcullis::gateway::{ForwardPlan, Gateway, Incoming};
 use portcullis::log::{Attempt, LogLine, Outcome};
 use portcullis::request_id::RequestIds;
+use portcullis::upstream::{Failure, PoolState, SUBREQUEST_LIMIT};
 use portcullis::{Config, GatewayError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -34,6 +35,8 @@ extern "C" {
 struct Isolate {
     gateway: Result<Gateway, String>,
     ids: RefCell<RequestIds>,
+    /// One per origin pool, in the config's order.
+    pools: RefCell<Vec<PoolState>>,
 }
 
 thread_local! {
@@ -85,9 +88,14 @@ fn isolate(env: &Env) -> &'static Isolate {
             worker::console_error!("{}", serde_json::json!({ "config_invalid": problems }));
         }
         // Leaked once per isolate: the config lives as long as the isolate does.
+        let pools = match &gateway {
+            Ok(g) => g.config.origins.iter().map(PoolState::new).collect(),
+            Err(_) => Vec::new(),
+        };
         let isolate: &'static Isolate = Box::leak(Box::new(Isolate {
             gateway,
             ids: RefCell::new(RequestIds::new(random_seed())),
+            pools: RefCell::new(pools),
         }));
         *cell.borrow_mut() = Some(isolate);
         isolate
@@ -122,79 +130,238 @@ fn error_response(error: &GatewayError, request_id: &str) -> Response {
         .unwrap_or_else(|_| Response::new().expect("an empty Response can always be made"))
 }
 
-/// How forwarding ended, before it becomes a response.
-enum Forwarded {
+/// How one attempt ended.
+enum Attempted {
     Response(Response),
-    Failed(GatewayError, String),
+    Failed(Failure, String),
 }
 
-/// One attempt: the subrequest, bounded by the plan's timeout until response headers arrive.
-async fn attempt(plan: &ForwardPlan, incoming: &Request) -> (Forwarded, Outcome) {
-    let failed = |e: GatewayError, detail: String, outcome| (Forwarded::Failed(e, detail), outcome);
-    let headers = match headers_from(&plan.headers) {
-        Ok(h) => h,
-        Err(e) => {
-            return failed(
-                GatewayError::OriginUnavailable,
-                format!("headers: {e:?}"),
-                Outcome::ConnectFailed,
-            )
+/// The request body as the attempts send it.
+enum Body {
+    None,
+    /// Streamed through once, never buffered: the request is not retried.
+    Stream(web_sys::ReadableStream),
+    /// Buffered in JavaScript (never copied into Wasm) so that a retry can send it again.
+    Replayable(JsValue),
+}
+
+impl Body {
+    fn as_js(&self) -> Option<&JsValue> {
+        match self {
+            Body::None => None,
+            Body::Stream(s) => Some(s.as_ref()),
+            Body::Replayable(b) => Some(b),
         }
-    };
+    }
+}
+
+/// One attempt on one server: the subrequest, bounded by `timeout_ms` until response headers
+/// arrive; then the body streams without a timeout.
+async fn attempt(
+    plan: &ForwardPlan,
+    url: &str,
+    headers: &Headers,
+    body: &Body,
+    timeout_ms: u32,
+) -> Attempted {
     let controller = AbortController::new().ok();
     let init = RequestInit::new();
     init.set_method(&plan.method);
-    init.set_headers(&headers);
+    init.set_headers(headers);
     init.set_redirect(RequestRedirect::Manual);
-    if let Some(body) = incoming.body() {
-        init.set_body(&body);
+    if let Some(b) = body.as_js() {
+        init.set_body(b);
     }
     if let Some(c) = &controller {
         init.set_signal(Some(&c.signal()));
     }
-    let request = match Request::new_with_str_and_init(&plan.url, &init) {
+    let request = match Request::new_with_str_and_init(url, &init) {
         Ok(r) => r,
         Err(e) => {
-            return failed(
-                GatewayError::OriginUnavailable,
-                format!("request: {e:?}"),
-                Outcome::ConnectFailed,
-            )
+            return Attempted::Failed(Failure::Connect, format!("request: {}", js_message(&e)))
         }
     };
     let fetch = JsFuture::from(global_fetch(&request));
-    let timer = Delay::from(Duration::from_millis(u64::from(plan.timeout_ms)));
+    let timer = Delay::from(Duration::from_millis(u64::from(timeout_ms)));
     match select(fetch, timer).await {
         Either::Left((Ok(value), _)) => match value.dyn_into::<Response>() {
-            Ok(response) => (Forwarded::Response(response), Outcome::Response),
-            Err(_) => failed(
-                GatewayError::OriginUnavailable,
-                "fetch gave no Response".into(),
-                Outcome::ConnectFailed,
-            ),
+            Ok(response) => Attempted::Response(response),
+            Err(_) => Attempted::Failed(Failure::Connect, "fetch gave no Response".into()),
         },
-        Either::Left((Err(e), _)) => {
-            let detail = js_sys::Reflect::get(&e, &JsValue::from_str("message"))
-                .ok()
-                .and_then(|m| m.as_string())
-                .unwrap_or_else(|| format!("{e:?}"));
-            failed(
-                GatewayError::OriginUnavailable,
-                detail,
-                Outcome::ConnectFailed,
-            )
-        }
+        Either::Left((Err(e), _)) => Attempted::Failed(Failure::Connect, js_message(&e)),
         Either::Right(((), _)) => {
             if let Some(c) = controller {
                 c.abort();
             }
-            failed(
-                GatewayError::OriginTimeout,
-                format!("no response headers within {} ms", plan.timeout_ms),
-                Outcome::Timeout,
+            Attempted::Failed(
+                Failure::Timeout,
+                format!("no response headers within {timeout_ms} ms"),
             )
         }
     }
+}
+
+fn js_message(e: &JsValue) -> String {
+    js_sys::Reflect::get(e, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// The request's declared body length, if any.
+fn content_length(headers: &[(String, String)]) -> Option<u64> {
+    headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+/// Forwards with the pool's balancing, timeouts, retries and ejection (the core decides, this
+/// carries it out). Returns the origin's response, or the error for the client with a detail for
+/// the log.
+async fn forward(
+    isolate: &Isolate,
+    gateway: &Gateway,
+    plan: &ForwardPlan,
+    incoming: &Request,
+    attempts_log: &mut Vec<Attempt>,
+) -> Result<Response, (GatewayError, String)> {
+    let origin = &gateway.config.origins[plan.origin];
+    let started = now_ms();
+    let random = if origin.balance == portcullis::config::Balance::Random {
+        (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64
+    } else {
+        0
+    };
+    let order = isolate.pools.borrow_mut()[plan.origin].candidates(
+        origin,
+        plan.hash_key.as_deref(),
+        started,
+        random,
+    );
+    let policy = &origin.retry;
+
+    // Buffer the body only when a retry could happen and it is small enough to replay.
+    let body = match incoming.body() {
+        None => Body::None,
+        Some(stream) => {
+            let replayable = policy.may_retry_method(&plan.method)
+                && order.len() > 1
+                && content_length(&plan.headers).is_some_and(|n| n <= policy.replay_body_bytes);
+            if replayable {
+                match incoming.array_buffer().map(JsFuture::from) {
+                    Ok(read) => match read.await {
+                        Ok(buffer) => Body::Replayable(buffer),
+                        Err(e) => {
+                            return Err((
+                                GatewayError::UnreadableBody,
+                                format!("body: {}", js_message(&e)),
+                            ))
+                        }
+                    },
+                    Err(_) => Body::Stream(stream),
+                }
+            } else {
+                Body::Stream(stream)
+            }
+        }
+    };
+    let attempts = policy.attempts_for(
+        &plan.method,
+        order.len(),
+        SUBREQUEST_LIMIT,
+        !matches!(body, Body::Stream(_)),
+    );
+    let headers = headers_from(&plan.headers).map_err(|e| {
+        (
+            GatewayError::OriginUnavailable,
+            format!("headers: {}", js_message(&e)),
+        )
+    })?;
+    let deadline = started + u64::from(origin.deadline_ms);
+
+    let mut last = (Failure::Connect, String::from("no server was tried"));
+    for (n, &server_index) in order.iter().take(attempts as usize).enumerate() {
+        let server = &origin.servers[server_index];
+        let now = now_ms();
+        if now >= deadline {
+            last = (
+                Failure::Timeout,
+                format!("deadline of {} ms passed", origin.deadline_ms),
+            );
+            break;
+        }
+        let timeout_ms = u64::from(origin.timeout_ms).min(deadline - now) as u32;
+        let result = attempt(plan, &plan.url_for(server), &headers, &body, timeout_ms).await;
+        let finished = now_ms();
+        let is_last = n + 1 == attempts as usize;
+        let (failure, outcome, status) = match &result {
+            Attempted::Response(r) => {
+                let status = r.status();
+                let failed = policy.on_statuses.contains(&status);
+                (
+                    failed.then_some(Failure::Status(status)),
+                    Outcome::Response,
+                    Some(status),
+                )
+            }
+            Attempted::Failed(f, _) => (
+                Some(*f),
+                if *f == Failure::Timeout {
+                    Outcome::Timeout
+                } else {
+                    Outcome::ConnectFailed
+                },
+                None,
+            ),
+        };
+        let ejected_for_ms = {
+            let mut pools = isolate.pools.borrow_mut();
+            match failure {
+                None => {
+                    pools[plan.origin].record_success(server_index);
+                    None
+                }
+                Some(_) => pools[plan.origin].record_failure(server_index, &origin.eject, finished),
+            }
+        };
+        attempts_log.push(Attempt {
+            server: server_index,
+            address: server.base.clone(),
+            outcome,
+            status,
+            duration_ms: finished.saturating_sub(now),
+            ejected_for_ms,
+        });
+        match result {
+            Attempted::Response(response) => {
+                let retry = failure.is_some_and(|f| policy.retries_on(f)) && !is_last;
+                if !retry {
+                    // The last attempt's response, even a listed failure status, is the origin's
+                    // word: the client sees it (as nginx and Envoy do), headers cleaned.
+                    return Ok(response);
+                }
+                if let Some(b) = response.body() {
+                    let _ = b.cancel();
+                }
+            }
+            Attempted::Failed(f, detail) => {
+                last = (f, detail);
+                if is_last || !policy.retries_on(f) {
+                    break;
+                }
+            }
+        }
+    }
+    let error = match last.0 {
+        Failure::Timeout => GatewayError::OriginTimeout,
+        _ => GatewayError::OriginUnavailable,
+    };
+    Err((error, last.1))
+}
+
+fn now_ms() -> u64 {
+    js_sys::Date::now().max(0.0) as u64
 }
 
 /// Statuses whose responses have no body.
@@ -259,26 +426,13 @@ pub async fn handle(request: Request, env: Env) -> Response {
     log.path = Some(&plan.path);
     log.route = Some(gateway.route(&plan).name.as_str());
 
-    let attempt_started = js_sys::Date::now();
-    let (forwarded, outcome) = attempt(&plan, &request).await;
-    let status = match &forwarded {
-        Forwarded::Response(r) => Some(r.status()),
-        Forwarded::Failed(..) => None,
-    };
-    log.attempts.push(Attempt {
-        server: plan.server,
-        outcome,
-        status,
-        duration_ms: (js_sys::Date::now() - attempt_started).max(0.0) as u64,
-    });
-
-    let response = match forwarded {
-        Forwarded::Failed(error, detail) => {
+    let response = match forward(isolate, gateway, &plan, &request, &mut log.attempts).await {
+        Err((error, detail)) => {
             log.error = Some(error.code());
             log.detail = Some(detail);
             error_response(&error, &request_id)
         }
-        Forwarded::Response(origin) => {
+        Ok(origin) => {
             let status = origin.status();
             let list = gateway.response_headers(&plan, &header_list(&origin.headers()));
             let init = ResponseInit::new();
@@ -297,7 +451,7 @@ pub async fn handle(request: Request, env: Env) -> Response {
                 Err(e) => {
                     let error = GatewayError::OriginUnavailable;
                     log.error = Some(error.code());
-                    log.detail = Some(format!("response: {e:?}"));
+                    log.detail = Some(format!("response: {}", js_message(&e)));
                     error_response(&error, &request_id)
                 }
             }
