@@ -17,6 +17,9 @@ use crate::path;
 use crate::router::RouteTable;
 use crate::template::{Syntax, Template};
 
+mod edge;
+pub use edge::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
+
 /// The per-attempt timeout when an origin sets none, in milliseconds (Envoy's default route
 /// timeout).
 pub const DEFAULT_TIMEOUT_MS: u32 = 15_000;
@@ -33,6 +36,7 @@ struct RawConfig {
     _schema: Option<String>,
     origins: BTreeMap<String, RawOrigin>,
     auth: Option<Value>,
+    settings: Option<edge::RawSettings>,
     routes: Vec<RawRoute>,
 }
 
@@ -86,10 +90,12 @@ struct RawRoute {
     cache: Option<Value>,
     request_headers: Option<RawHeaderRules>,
     response_headers: Option<RawHeaderRules>,
-    cors: Option<Value>,
-    limits: Option<Value>,
-    allow_ips: Option<Value>,
-    deny_ips: Option<Value>,
+    cors: Option<edge::RawCors>,
+    limits: Option<edge::RawLimits>,
+    allow_ips: Option<Vec<String>>,
+    deny_ips: Option<Vec<String>>,
+    rate_limit: Option<edge::RawRateLimit>,
+    security_headers: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +126,8 @@ pub struct Config {
     pub origins: Vec<Origin>,
     /// The routes, in the order of the file.
     pub routes: Vec<Route>,
+    /// Gateway-wide settings.
+    pub settings: Settings,
     pub(crate) table: RouteTable,
 }
 
@@ -271,6 +279,8 @@ pub struct Route {
     pub rewrite: Rewrite,
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
+    /// CORS, IP rules, body limit, rate limit, security headers.
+    pub policy: RoutePolicy,
 }
 
 impl Route {
@@ -403,6 +413,7 @@ impl Config {
         if raw.auth.is_some() {
             problems.not_supported_yet("$.auth".into(), "JWT verification");
         }
+        let settings = edge::settings(raw.settings.as_ref(), &mut problems);
         let origin_names: Vec<&String> = raw.origins.keys().collect();
         let mut origins = Vec::with_capacity(raw.origins.len());
         for (name, origin) in &raw.origins {
@@ -435,6 +446,7 @@ impl Config {
             Ok(table) if problems.0.is_empty() => Ok(Config {
                 origins,
                 routes,
+                settings,
                 table,
             }),
             Ok(_) => Err(ConfigErrors(problems.0)),
@@ -811,10 +823,6 @@ fn validate_route(
     for (field, present, feature) in [
         ("auth", raw.auth.is_some(), "JWT verification"),
         ("cache", raw.cache.is_some(), "the edge cache"),
-        ("cors", raw.cors.is_some(), "CORS"),
-        ("limits", raw.limits.is_some(), "request limits"),
-        ("allow_ips", raw.allow_ips.is_some(), "IP rules"),
-        ("deny_ips", raw.deny_ips.is_some(), "IP rules"),
     ] {
         if present {
             problems.not_supported_yet(format!("{at}.{field}"), feature);
@@ -913,10 +921,25 @@ fn validate_route(
             validate_header_rules(r, &params, &format!("{at}.response_headers"), problems)
         });
 
+    let policy = edge::route_policy(
+        edge::RawRoutePolicy {
+            cors: raw.cors.as_ref(),
+            limits: raw.limits.as_ref(),
+            allow_ips: raw.allow_ips.as_ref(),
+            deny_ips: raw.deny_ips.as_ref(),
+            rate_limit: raw.rate_limit.as_ref(),
+            security_headers: raw.security_headers.as_ref(),
+        },
+        methods.as_ref(),
+        at,
+        problems,
+    );
+
     if problems.0.len() != before {
         return None;
     }
     Some(Route {
+        policy,
         name: raw.name.clone(),
         host,
         path: raw.path.clone(),

@@ -17,6 +17,16 @@ pub enum GatewayError {
     UnreadableBody,
     /// No route matches host and path.
     NoRoute,
+    /// An IP rule or a CORS policy refuses the request; the reason is public.
+    Forbidden(&'static str),
+    /// The body is over the route's `limits.max_body_bytes`.
+    PayloadTooLarge,
+    /// The URL is over `settings.max_url_bytes`.
+    UriTooLong,
+    /// The request headers are over `settings.max_header_bytes`.
+    HeadersTooLarge,
+    /// Over the route's rate limit; retry after this many seconds.
+    RateLimited { retry_after_s: u32 },
     /// The path matches, the method does not; the methods that would.
     MethodNotAllowed { allow: Vec<String> },
     /// The loaded config failed validation.
@@ -49,6 +59,11 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_) | GatewayError::UnreadableBody => 400,
             GatewayError::NoRoute => 404,
+            GatewayError::Forbidden(_) => 403,
+            GatewayError::PayloadTooLarge => 413,
+            GatewayError::UriTooLong => 414,
+            GatewayError::HeadersTooLarge => 431,
+            GatewayError::RateLimited { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::ConfigInvalid => 500,
             GatewayError::OriginUnavailable => 502,
@@ -61,6 +76,11 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_) | GatewayError::UnreadableBody => "bad_request",
             GatewayError::NoRoute => "no_route",
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::PayloadTooLarge => "payload_too_large",
+            GatewayError::UriTooLong => "uri_too_long",
+            GatewayError::HeadersTooLarge => "headers_too_large",
+            GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::ConfigInvalid => "config_invalid",
             GatewayError::OriginUnavailable => "origin_unavailable",
@@ -74,6 +94,13 @@ impl GatewayError {
             GatewayError::BadRequest(e) => format!("malformed request: {e}"),
             GatewayError::UnreadableBody => "the request body could not be read".into(),
             GatewayError::NoRoute => "no route matches this request".into(),
+            GatewayError::Forbidden(reason) => (*reason).into(),
+            GatewayError::PayloadTooLarge => {
+                "the request body is larger than this route accepts".into()
+            }
+            GatewayError::UriTooLong => "the request URL is too long".into(),
+            GatewayError::HeadersTooLarge => "the request headers are too large".into(),
+            GatewayError::RateLimited { .. } => "too many requests; retry later".into(),
             GatewayError::MethodNotAllowed { allow } => {
                 format!("this path accepts only: {}", allow.join(", "))
             }
@@ -103,8 +130,14 @@ impl GatewayError {
             ("cache-control".to_string(), "no-store".to_string()),
             ("x-request-id".to_string(), request_id.to_string()),
         ];
-        if let GatewayError::MethodNotAllowed { allow } = self {
-            headers.push(("allow".to_string(), allow.join(", ")));
+        match self {
+            GatewayError::MethodNotAllowed { allow } => {
+                headers.push(("allow".to_string(), allow.join(", ")))
+            }
+            GatewayError::RateLimited { retry_after_s } => {
+                headers.push(("retry-after".to_string(), retry_after_s.to_string()))
+            }
+            _ => {}
         }
         ErrorResponse {
             status: self.status(),
@@ -127,6 +160,15 @@ mod tests {
                 "bad_request",
             ),
             (GatewayError::NoRoute, 404, "no_route"),
+            (GatewayError::Forbidden("no"), 403, "forbidden"),
+            (GatewayError::PayloadTooLarge, 413, "payload_too_large"),
+            (GatewayError::UriTooLong, 414, "uri_too_long"),
+            (GatewayError::HeadersTooLarge, 431, "headers_too_large"),
+            (
+                GatewayError::RateLimited { retry_after_s: 60 },
+                429,
+                "rate_limited",
+            ),
             (
                 GatewayError::MethodNotAllowed {
                     allow: vec!["GET".into(), "HEAD".into()],
@@ -155,5 +197,7 @@ mod tests {
         }
         .response("x");
         assert!(r.headers.contains(&("allow".into(), "GET, HEAD".into())));
+        let r = GatewayError::RateLimited { retry_after_s: 10 }.response("x");
+        assert!(r.headers.contains(&("retry-after".into(), "10".into())));
     }
 }

@@ -9,6 +9,7 @@ use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding, HeaderList, PublicSide};
 use crate::path;
+use crate::policy::{self, Preflight};
 use crate::router::Lookup;
 use crate::template::Var;
 
@@ -84,6 +85,12 @@ pub struct ForwardPlan {
     /// The normalized path.
     pub path: String,
     pub params: Vec<(String, String)>,
+    /// The request's `Origin`, on a route with CORS.
+    pub cors_origin: Option<String>,
+    /// The route's body limit, enforced while streaming when the body has no declared length.
+    pub max_body_bytes: Option<u64>,
+    /// The rate-limit binding and the key to count this request under, on a limited route.
+    pub rate_limit: Option<(String, String)>,
     client_ip: Option<String>,
     public_origin: String,
     public_host: String,
@@ -134,6 +141,19 @@ fn hash_key(
             .map(|(_, v)| v.clone()),
         HashOn::Cookie(name) => cookie(headers, name).map(str::to_string),
     }
+}
+
+/// The first value of a header.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The request's declared body length.
+pub fn content_length(headers: &[(String, String)]) -> Option<u64> {
+    header(headers, "content-length").and_then(|v| v.trim().parse().ok())
 }
 
 /// The client address from `CF-Connecting-IP`, only when it parses as an IP address.
@@ -205,6 +225,8 @@ impl Gateway {
             route,
             path: path.map(str::to_string),
         };
+        self.check_request_size_and_method(req)
+            .map_err(|e| refuse(e, None, None))?;
         let Some(url) = split_url(req.url) else {
             return Err(refuse(
                 GatewayError::BadRequest(path::PathError::NotAbsolute),
@@ -221,7 +243,7 @@ impl Gateway {
             .lookup(&cfg.routes, &host, &normalized, req.method)
         {
             Lookup::Matched { route, params } => (route, params),
-            Lookup::MethodNotAllowed { allow } => {
+            Lookup::MethodNotAllowed { allow, .. } => {
                 return Err(refuse(
                     GatewayError::MethodNotAllowed { allow },
                     None,
@@ -232,8 +254,23 @@ impl Gateway {
         };
         let route = &cfg.routes[index];
         let origin = &cfg.origins[route.origin];
-        let forwarded_path = rewrite_path(route, &normalized, &params);
         let client_ip = client_ip(req.headers);
+        if !route.policy.ip_rules.allows(client_ip.as_deref()) {
+            let error = GatewayError::Forbidden("your address may not use this route");
+            return Err(refuse(error, Some(index), Some(&normalized)));
+        }
+        if policy::body_too_large(content_length(req.headers), route.policy.max_body_bytes) {
+            return Err(refuse(
+                GatewayError::PayloadTooLarge,
+                Some(index),
+                Some(&normalized),
+            ));
+        }
+        let rate_limit = route.policy.rate_limit.as_ref().and_then(|rl| {
+            rl.key_for(&route.name, client_ip.as_deref(), req.headers)
+                .map(|key| (rl.binding.clone(), key))
+        });
+        let forwarded_path = rewrite_path(route, &normalized, &params);
         let fwd = Forwarding {
             client_ip: client_ip.as_deref(),
             proto: url.scheme,
@@ -258,6 +295,14 @@ impl Gateway {
             forward_path: forwarded_path,
             query: url.query.map(str::to_string),
             hash_key: hash_key(origin, req.headers, client_ip.as_deref()),
+            cors_origin: route
+                .policy
+                .cors
+                .as_ref()
+                .and_then(|_| header(req.headers, "origin"))
+                .map(str::to_string),
+            max_body_bytes: route.policy.max_body_bytes,
+            rate_limit,
             headers,
             path: normalized.clone(),
             params: params.clone(),
@@ -290,14 +335,94 @@ impl Gateway {
                 &plan.params,
             )
         };
-        headers::response_plan(
+        let mut out = headers::response_plan(
             from_origin,
             servers,
             &public,
             &plan.request_id,
             &route.response_headers,
             lookup,
-        )
+        );
+        if let Some(cors) = &route.policy.cors {
+            cors.apply(plan.cors_origin.as_deref(), &mut out);
+        }
+        let security = route
+            .policy
+            .security_headers
+            .as_ref()
+            .unwrap_or(&self.config.settings.security_headers);
+        for (name, value) in security {
+            if !out.iter().any(|(n, _)| n == name) {
+                out.push((name.clone(), value.clone()));
+            }
+        }
+        out
+    }
+
+    /// Checks that hold before routing: URL and header sizes, and the gateway-wide methods.
+    fn check_request_size_and_method(&self, req: &Incoming<'_>) -> Result<(), GatewayError> {
+        let settings = &self.config.settings;
+        if req.url.len() > settings.limits.max_url_bytes {
+            return Err(GatewayError::UriTooLong);
+        }
+        if policy::header_bytes(req.headers) > settings.limits.max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge);
+        }
+        if !settings.methods.iter().any(|m| m == req.method) {
+            return Err(GatewayError::MethodNotAllowed {
+                allow: settings.methods.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) for a route
+    /// with `cors`: `Some(Ok(headers))` to answer 204 at the edge, `Some(Err(_))` to refuse with
+    /// 403 and no CORS headers; `None` when this is not such a request (plan it as usual).
+    pub fn preflight(&self, req: &Incoming<'_>) -> Option<Result<HeaderList, Refusal>> {
+        if req.method != "OPTIONS" {
+            return None;
+        }
+        let origin = header(req.headers, "origin")?;
+        let method = header(req.headers, "access-control-request-method")?;
+        let url = split_url(req.url)?;
+        let normalized = path::normalize(url.path).ok()?;
+        let cfg = &self.config;
+        let host = url.host.to_ascii_lowercase();
+        let index = match cfg.table.lookup(&cfg.routes, &host, &normalized, method) {
+            Lookup::Matched { route, .. } => route,
+            // The path has routes, none for the requested method: refuse it on a CORS route.
+            Lookup::MethodNotAllowed { routes, .. } => *routes
+                .iter()
+                .find(|&&i| cfg.routes[i].policy.cors.is_some())?,
+            Lookup::NoRoute => return None,
+        };
+        let route = &cfg.routes[index];
+        let cors = route.policy.cors.as_ref()?;
+        let refuse = |error| {
+            Some(Err(Refusal {
+                error,
+                route: Some(index),
+                path: Some(normalized.clone()),
+            }))
+        };
+        if !route
+            .policy
+            .ip_rules
+            .allows(client_ip(req.headers).as_deref())
+        {
+            return refuse(GatewayError::Forbidden(
+                "your address may not use this route",
+            ));
+        }
+        let requested = header(req.headers, "access-control-request-headers");
+        match cors.preflight(origin, method, requested) {
+            Preflight::Allow(mut headers) => {
+                headers.push(("content-length".to_string(), "0".to_string()));
+                Some(Ok(headers))
+            }
+            Preflight::Refuse(reason) => refuse(GatewayError::Forbidden(reason)),
+        }
     }
 
     /// The matched route of a plan.

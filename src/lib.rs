@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod headers;
 pub mod log;
 pub mod path;
+pub mod policy;
 pub mod request_id;
 pub mod router;
 pub mod template;

@@ -43,8 +43,12 @@ pub enum Lookup {
         route: usize,
         params: Vec<(String, String)>,
     },
-    /// The path matched, the method did not; `allow` lists the methods that would match.
-    MethodNotAllowed { allow: Vec<String> },
+    /// The path matched, the method did not; `allow` lists the methods that would match, and
+    /// `routes` the routes of that path.
+    MethodNotAllowed {
+        allow: Vec<String>,
+        routes: Vec<usize>,
+    },
     /// Nothing matched.
     NoRoute,
 }
@@ -126,7 +130,10 @@ impl PathTable {
                 }
             }
         }
-        Some(Lookup::MethodNotAllowed { allow })
+        Some(Lookup::MethodNotAllowed {
+            allow,
+            routes: found.value.routes.clone(),
+        })
     }
 }
 
@@ -221,7 +228,7 @@ mod tests {
     fn name(cfg: &Config, host: &str, path: &str, method: &str) -> String {
         match lookup(cfg, host, path, method) {
             Ok((n, _)) => n,
-            Err(Lookup::MethodNotAllowed { allow }) => format!("405 {}", allow.join(",")),
+            Err(Lookup::MethodNotAllowed { allow, .. }) => format!("405 {}", allow.join(",")),
             Err(_) => "404".into(),
         }
     }

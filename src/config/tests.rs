@@ -452,30 +452,6 @@ fn every_rejection_names_its_json_path() {
             "$.routes[0].cache",
             "not supported yet",
         ),
-        (
-            "route cors",
-            Box::new(|v| set(v, "/routes/0/cors", json!({}))),
-            "$.routes[0].cors",
-            "not supported yet",
-        ),
-        (
-            "route limits",
-            Box::new(|v| set(v, "/routes/0/limits", json!({}))),
-            "$.routes[0].limits",
-            "not supported yet",
-        ),
-        (
-            "route allow_ips",
-            Box::new(|v| set(v, "/routes/0/allow_ips", json!([]))),
-            "$.routes[0].allow_ips",
-            "not supported yet",
-        ),
-        (
-            "route deny_ips",
-            Box::new(|v| set(v, "/routes/0/deny_ips", json!([]))),
-            "$.routes[0].deny_ips",
-            "not supported yet",
-        ),
         ("unknown balance", Box::new(|v| set(v, "/origins/users/balance", json!("fastest"))), "$.origins.users.balance", "unknown balance"),
         ("hash without hash_on", Box::new(|v| set(v, "/origins/users/balance", json!("hash"))), "$.origins.users.hash_on", "needs hash_on"),
         ("hash_on without hash", Box::new(|v| set(v, "/origins/users/hash_on", json!("client_ip"))), "$.origins.users.hash_on", "only with balance"),
@@ -489,6 +465,24 @@ fn every_rejection_names_its_json_path() {
         ("eject max below for", Box::new(|v| set(v, "/origins/users/eject", json!({"for_ms": 5000, "max_for_ms": 1000}))), "$.origins.users.eject.max_for_ms", "between 5000"),
         ("weight zero", Box::new(|v| set(v, "/origins/users/servers/0/weight", json!(0))), "$.origins.users.servers[0].weight", "between 1 and 1000"),
         ("only backups", Box::new(|v| set(v, "/origins/users/servers/0/backup", json!(true))), "$.origins.users.servers", "every server is a backup"),
+        ("cors * with credentials", Box::new(|v| set(v, "/routes/0/cors", json!({"origins": ["*"], "credentials": true}))), "$.routes[0].cors.origins[0]", "credentials"),
+        ("cors bad origin", Box::new(|v| set(v, "/routes/0/cors", json!({"origins": ["app.example.com"]}))), "$.routes[0].cors.origins[0]", "not an origin"),
+        ("cors no origins", Box::new(|v| set(v, "/routes/0/cors", json!({"origins": []}))), "$.routes[0].cors.origins", "at least one origin"),
+        ("cors bad header", Box::new(|v| set(v, "/routes/0/cors", json!({"origins": ["https://a.example"], "headers": ["a b"]}))), "$.routes[0].cors.headers[0]", "not a valid header name"),
+        ("cors max_age", Box::new(|v| set(v, "/routes/0/cors", json!({"origins": ["https://a.example"], "max_age_s": 100000}))), "$.routes[0].cors.max_age_s", "between 0 and 86400"),
+        ("malformed CIDR", Box::new(|v| set(v, "/routes/0/allow_ips", json!(["10.0.0.0/33"]))), "$.routes[0].allow_ips[0]", "prefix length"),
+        ("CIDR host bits", Box::new(|v| set(v, "/routes/0/deny_ips", json!(["10.0.0.1/8"]))), "$.routes[0].deny_ips[0]", "bits set"),
+        ("empty allow list", Box::new(|v| set(v, "/routes/0/allow_ips", json!([]))), "$.routes[0].allow_ips", "refuse everyone"),
+        ("body limit too large", Box::new(|v| set(v, "/routes/0/limits", json!({"max_body_bytes": 1u64 << 40}))), "$.routes[0].limits.max_body_bytes", "at most"),
+        ("rate limit bad key", Box::new(|v| set(v, "/routes/0/rate_limit", json!({"binding": "RL", "key": "ip"}))), "$.routes[0].rate_limit.key", "not a rate-limit key"),
+        ("rate limit claim key", Box::new(|v| set(v, "/routes/0/rate_limit", json!({"binding": "RL", "key": "claim:sub"}))), "$.routes[0].rate_limit.key", "not supported yet"),
+        ("rate limit period", Box::new(|v| set(v, "/routes/0/rate_limit", json!({"binding": "RL", "key": "route", "period_s": 30}))), "$.routes[0].rate_limit.period_s", "10 or 60"),
+        ("rate limit binding", Box::new(|v| set(v, "/routes/0/rate_limit", json!({"binding": "my-rl", "key": "route"}))), "$.routes[0].rate_limit.binding", "not a binding name"),
+        ("settings lower-case method", Box::new(|v| set(v, "/settings", json!({"methods": ["get"]}))), "$.settings.methods[0]", "upper-case"),
+        ("settings url limit", Box::new(|v| set(v, "/settings", json!({"max_url_bytes": 10}))), "$.settings.max_url_bytes", "between 256"),
+        ("settings security headers", Box::new(|v| set(v, "/settings", json!({"security_headers": true}))), "$.settings.security_headers", "false or an object"),
+        ("route security header name", Box::new(|v| set(v, "/routes/0/security_headers", json!({"connection": "x"}))), "$.routes[0].security_headers.connection", "manages"),
+        ("unknown settings field", Box::new(|v| set(v, "/settings", json!({"max_body": 1}))), "$.settings.max_body", "unknown field"),
         ("backup not a bool", Box::new(|v| set(v, "/origins/users/servers/0/backup", json!("yes"))), "$.origins.users.servers[0].backup", "invalid type"),
     ];
     for (what, edit, path, text) in cases {
@@ -564,6 +558,53 @@ fn a_full_origin_is_read() {
             want
         );
     }
+}
+
+#[test]
+fn edge_policy_is_read_with_defaults() {
+    let cfg = Config::from_json(&base().to_string()).unwrap();
+    assert_eq!(cfg.settings, Settings::default());
+    assert!(!cfg
+        .settings
+        .methods
+        .iter()
+        .any(|m| m == "TRACE" || m == "CONNECT"));
+    assert_eq!(cfg.settings.security_headers.len(), 3);
+    let mut v = base();
+    set(
+        &mut v,
+        "/settings",
+        json!({"methods": ["GET", "TRACE"], "security_headers": false, "max_header_bytes": 4096}),
+    );
+    set(
+        &mut v,
+        "/routes/0/cors",
+        json!({"origins": ["https://app.example.com"], "credentials": true}),
+    );
+    set(&mut v, "/routes/0/limits", json!({"max_body_bytes": 1024}));
+    set(&mut v, "/routes/0/allow_ips", json!(["203.0.113.0/24"]));
+    set(
+        &mut v,
+        "/routes/0/rate_limit",
+        json!({"binding": "RL", "key": "header:X-Key", "period_s": 10}),
+    );
+    let cfg = Config::from_json(&v.to_string()).unwrap();
+    assert_eq!(cfg.settings.methods, ["GET", "TRACE"]);
+    assert!(cfg.settings.security_headers.is_empty());
+    assert_eq!(cfg.settings.limits.max_header_bytes, 4096);
+    let p = &cfg.routes[0].policy;
+    let cors = p.cors.as_ref().unwrap();
+    assert_eq!(
+        cors.methods,
+        ["GET", "PUT"],
+        "CORS methods default to the route's, without HEAD"
+    );
+    assert_eq!(cors.max_age_s, 600);
+    assert_eq!(p.max_body_bytes, Some(1024));
+    assert!(p.ip_rules.allows(Some("203.0.113.1")) && !p.ip_rules.allows(Some("198.51.100.1")));
+    let rl = p.rate_limit.as_ref().unwrap();
+    assert_eq!((rl.binding.as_str(), rl.period_s), ("RL", 10));
+    assert_eq!(rl.key, crate::policy::RateKey::Header("x-key".into()));
 }
 
 #[test]

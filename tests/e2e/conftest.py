@@ -43,7 +43,10 @@ def send(base_url: str, method: str, path: str, headers: Optional[list[tuple[str
             conn.putheader(k, v)
         if body is not None and "content-length" not in names and "transfer-encoding" not in names:
             conn.putheader("content-length", str(len(body)))
-        conn.endheaders(body)
+        try:
+            conn.endheaders(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway answered before reading the whole body (413): read that answer
         resp = conn.getresponse()
         data = resp.read()
         return Reply(resp.status, resp.getheaders(), data)

@@ -77,15 +77,24 @@ class _Handler(BaseHTTPRequestHandler):
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             out = bytearray()
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line:  # the connection closed mid-body: no complete request
+                    raise ConnectionError("chunked body cut short")
+                size = int(line.split(b";")[0].strip(), 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return bytes(out)
-                out += self.rfile.read(size)
+                chunk = self.rfile.read(size)
+                if len(chunk) != size:
+                    raise ConnectionError("chunked body cut short")
+                out += chunk
                 self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
+        data = self.rfile.read(length) if length else b""
+        if len(data) != length:
+            raise ConnectionError("body cut short")
+        return data
 
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]):
         self.send_response(status)

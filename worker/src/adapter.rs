@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use portcullis::gateway::{ForwardPlan, Gateway, Incoming};
+use portcullis::gateway::{content_length, ForwardPlan, Gateway, Incoming};
 use portcullis::log::{Attempt, LogLine, Outcome};
 use portcullis::request_id::RequestIds;
 use portcullis::upstream::{Failure, PoolState, SUBREQUEST_LIMIT};
@@ -23,6 +23,32 @@ use worker::{Delay, Env};
 
 /// The routes compiled into the Worker, used when `GATEWAY_CONFIG` is not set.
 const EMBEDDED_CONFIG: &str = include_str!("../../routes.json");
+
+#[wasm_bindgen(inline_js = "
+export function limit_body(stream, max, abort) {
+  const state = { exceeded: false };
+  let seen = 0;
+  const counter = new TransformStream({
+    transform(chunk, controller) {
+      seen += chunk.byteLength;
+      if (seen > max) {
+        state.exceeded = true;
+        abort.abort();
+        controller.error(new Error('request body over the route limit'));
+        return;
+      }
+      controller.enqueue(chunk);
+    },
+  });
+  return { stream: stream.pipeThrough(counter), state };
+}
+")]
+extern "C" {
+    /// Passes a body through a byte counter that, past `max` bytes, aborts the subrequest through
+    /// `abort` (so the origin never gets a complete request) and errors the stream;
+    /// `state.exceeded` tells afterwards. Chunks stay in JavaScript.
+    fn limit_body(stream: &web_sys::ReadableStream, max: f64, abort: &AbortController) -> JsValue;
+}
 
 #[wasm_bindgen]
 extern "C" {
@@ -130,6 +156,19 @@ fn error_response(error: &GatewayError, request_id: &str) -> Response {
         .unwrap_or_else(|_| Response::new().expect("an empty Response can always be made"))
 }
 
+/// 204 for an allowed CORS preflight, answered at the edge.
+fn preflight_response(cors_headers: Vec<(String, String)>, request_id: &str) -> Response {
+    let init = ResponseInit::new();
+    init.set_status(204);
+    let mut list = cors_headers;
+    list.push(("x-request-id".to_string(), request_id.to_string()));
+    if let Ok(headers) = headers_from(&list) {
+        init.set_headers(&headers);
+    }
+    Response::new_with_opt_str_and_init(None, &init)
+        .unwrap_or_else(|_| error_response(&GatewayError::OriginUnavailable, request_id))
+}
+
 /// How one attempt ended.
 enum Attempted {
     Response(Response),
@@ -163,8 +202,8 @@ async fn attempt(
     headers: &Headers,
     body: &Body,
     timeout_ms: u32,
+    controller: Option<AbortController>,
 ) -> Attempted {
-    let controller = AbortController::new().ok();
     let init = RequestInit::new();
     init.set_method(&plan.method);
     init.set_headers(headers);
@@ -208,14 +247,6 @@ fn js_message(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-/// The request's declared body length, if any.
-fn content_length(headers: &[(String, String)]) -> Option<u64> {
-    headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.trim().parse().ok())
-}
-
 /// Forwards with the pool's balancing, timeouts, retries and ejection (the core decides, this
 /// carries it out). Returns the origin's response, or the error for the client with a detail for
 /// the log.
@@ -242,8 +273,35 @@ async fn forward(
     let policy = &origin.retry;
 
     // Buffer the body only when a retry could happen and it is small enough to replay.
+    let mut body_limit: Option<JsValue> = None;
+    // The subrequest's AbortController when the body limit may need to cut it (a streamed body
+    // gets exactly one attempt, so one controller serves).
+    let mut body_abort: Option<AbortController> = None;
     let body = match incoming.body() {
         None => Body::None,
+        Some(stream)
+            if plan.max_body_bytes.is_some() && content_length(&plan.headers).is_none() =>
+        {
+            // No declared length on a limited route: count while streaming, cut past the limit.
+            let abort = AbortController::new().map_err(|e| {
+                (
+                    GatewayError::OriginUnavailable,
+                    format!("abort: {}", js_message(&e)),
+                )
+            })?;
+            let limited = limit_body(
+                &stream,
+                plan.max_body_bytes.unwrap_or(u64::MAX) as f64,
+                &abort,
+            );
+            body_abort = Some(abort);
+            let stream = js_sys::Reflect::get(&limited, &JsValue::from_str("stream"))
+                .ok()
+                .and_then(|s| s.dyn_into::<web_sys::ReadableStream>().ok())
+                .unwrap_or(stream);
+            body_limit = js_sys::Reflect::get(&limited, &JsValue::from_str("state")).ok();
+            Body::Stream(stream)
+        }
         Some(stream) => {
             let replayable = policy.may_retry_method(&plan.method)
                 && order.len() > 1
@@ -292,8 +350,30 @@ async fn forward(
             break;
         }
         let timeout_ms = u64::from(origin.timeout_ms).min(deadline - now) as u32;
-        let result = attempt(plan, &plan.url_for(server), &headers, &body, timeout_ms).await;
+        let controller = match &body_abort {
+            Some(abort) => Some(abort.clone()),
+            None => AbortController::new().ok(),
+        };
+        let result = attempt(
+            plan,
+            &plan.url_for(server),
+            &headers,
+            &body,
+            timeout_ms,
+            controller,
+        )
+        .await;
         let finished = now_ms();
+        // The client's body was over the limit: the cut is the client's doing, not the server's.
+        let over_limit = body_limit.as_ref().is_some_and(|state| {
+            js_sys::Reflect::get(state, &JsValue::from_str("exceeded")).is_ok_and(|v| v.is_truthy())
+        });
+        if over_limit {
+            return Err((
+                GatewayError::PayloadTooLarge,
+                "body over the limit while streaming".into(),
+            ));
+        }
         let is_last = n + 1 == attempts as usize;
         let (failure, outcome, status) = match &result {
             Attempted::Response(r) => {
@@ -402,14 +482,22 @@ pub async fn handle(request: Request, env: Env) -> Response {
 
     let url = request.url();
     let headers = header_list(&request.headers());
-    let plan = match gateway.plan(
-        &Incoming {
-            method: &method,
-            url: &url,
-            headers: &headers,
-        },
-        &request_id,
-    ) {
+    let incoming = Incoming {
+        method: &method,
+        url: &url,
+        headers: &headers,
+    };
+    let planned = match gateway.preflight(&incoming) {
+        None => gateway.plan(&incoming, &request_id),
+        Some(Ok(cors_headers)) => {
+            log.status = 204;
+            log.duration_ms = elapsed();
+            worker::console_log!("{}", log.to_json());
+            return preflight_response(cors_headers, &request_id);
+        }
+        Some(Err(refusal)) => Err(refusal),
+    };
+    let plan = match planned {
         Ok(plan) => plan,
         Err(refusal) => {
             log.path = refusal.path.as_deref();
@@ -425,6 +513,38 @@ pub async fn handle(request: Request, env: Env) -> Response {
     };
     log.path = Some(&plan.path);
     log.route = Some(gateway.route(&plan).name.as_str());
+
+    if let Some((binding, key)) = &plan.rate_limit {
+        let period_s = gateway
+            .route(&plan)
+            .policy
+            .rate_limit
+            .as_ref()
+            .map_or(60, |r| r.period_s);
+        let refused = match env.rate_limiter(binding) {
+            Ok(limiter) => match limiter.limit(key.clone()).await {
+                Ok(outcome) if outcome.success => None,
+                Ok(_) => Some((GatewayError::RateLimited { retry_after_s: period_s }, None)),
+                // The binding failed: let the request through rather than refuse everyone.
+                Err(e) => {
+                    log.detail = Some(format!("rate limit {binding}: {e}"));
+                    None
+                }
+            },
+            Err(_) => Some((
+                GatewayError::ConfigInvalid,
+                Some(format!("rate-limit binding {binding} is not bound: add it to [[ratelimits]] in wrangler.toml")),
+            )),
+        };
+        if let Some((error, detail)) = refused {
+            log.status = error.status();
+            log.error = Some(error.code());
+            log.detail = detail;
+            log.duration_ms = elapsed();
+            worker::console_log!("{}", log.to_json());
+            return error_response(&error, &request_id);
+        }
+    }
 
     let response = match forward(isolate, gateway, &plan, &request, &mut log.attempts).await {
         Err((error, detail)) => {
