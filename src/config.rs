@@ -810,6 +810,36 @@ pub(crate) fn path_params(path: &str) -> Vec<String> {
     params
 }
 
+/// A list of methods: not empty, upper case, no repeats.
+fn method_list(list: &[String], at: &str, problems: &mut Problems) -> Vec<String> {
+    if list.is_empty() {
+        problems.add(
+            at.to_string(),
+            "the list of methods must not be empty",
+            Some("leave the field out for the default"),
+        );
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, m) in list.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+            problems.add(
+                format!("{at}[{i}]"),
+                format!("\"{m}\" is not an upper-case HTTP method"),
+                Some("methods are case-sensitive: write \"GET\", \"POST\", ..."),
+            );
+        } else if out.contains(m) {
+            problems.add(
+                format!("{at}[{i}]"),
+                format!("\"{m}\" is listed twice"),
+                None,
+            );
+        } else {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
 fn validate_route(
     raw: &RawRoute,
     at: &str,
@@ -859,32 +889,7 @@ fn validate_route(
     let params = path_params(&raw.path);
 
     let methods = raw.methods.as_ref().map(|methods| {
-        let at = format!("{at}.methods");
-        if methods.is_empty() {
-            problems.add(
-                at.clone(),
-                "methods must not be empty",
-                Some("leave the field out to allow every method"),
-            );
-        }
-        let mut out: Vec<String> = Vec::new();
-        for (i, m) in methods.iter().enumerate() {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-                problems.add(
-                    format!("{at}[{i}]"),
-                    format!("\"{m}\" is not an upper-case HTTP method"),
-                    Some("methods are case-sensitive: write \"GET\", \"POST\", ..."),
-                );
-            } else if out.contains(m) {
-                problems.add(
-                    format!("{at}[{i}]"),
-                    format!("\"{m}\" is listed twice"),
-                    None,
-                );
-            } else {
-                out.push(m.clone());
-            }
-        }
+        let mut out = method_list(methods, &format!("{at}.methods"), problems);
         if out.iter().any(|m| m == "GET") && !out.iter().any(|m| m == "HEAD") {
             out.push("HEAD".to_string());
         }

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{key_path, validate_header_name, Problems};
+use super::{key_path, method_list, validate_header_name, Problems};
 use crate::headers::is_valid_header_value;
 use crate::policy::{
     AllowedOrigin, Cidr, Cors, IpRules, RateKey, RateLimit, SizeLimits, DEFAULT_MAX_HEADER_BYTES,
@@ -90,29 +90,6 @@ impl Default for Settings {
     }
 }
 
-fn methods(list: &[String], at: &str, problems: &mut Problems) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    if list.is_empty() {
-        problems.add(
-            at.to_string(),
-            "the list of methods must not be empty",
-            None,
-        );
-    }
-    for (i, m) in list.iter().enumerate() {
-        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-            problems.add(
-                format!("{at}[{i}]"),
-                format!("\"{m}\" is not an upper-case HTTP method"),
-                Some("methods are case-sensitive: write \"GET\", \"POST\", ..."),
-            );
-        } else if !out.contains(m) {
-            out.push(m.clone());
-        }
-    }
-    out
-}
-
 /// `false`: none; an object: exactly these (name to value).
 fn security_headers(value: &Value, at: &str, problems: &mut Problems) -> Vec<(String, String)> {
     match value {
@@ -173,7 +150,7 @@ pub(super) fn settings(raw: Option<&RawSettings>, problems: &mut Problems) -> Se
         "max_header_bytes",
     );
     if let Some(list) = &raw.methods {
-        s.methods = methods(list, &format!("{at}.methods"), problems);
+        s.methods = method_list(list, &format!("{at}.methods"), problems);
     }
     if let Some(v) = &raw.security_headers {
         s.security_headers = security_headers(v, &format!("{at}.security_headers"), problems);
@@ -260,7 +237,7 @@ pub(super) fn route_policy(
                 .collect(),
         };
         let cors_methods = match &c.methods {
-            Some(m) => methods(m, &format!("{at}.methods"), problems),
+            Some(m) => method_list(m, &format!("{at}.methods"), problems),
             None => default_methods,
         };
         let max_age_s = match c.max_age_s {
