@@ -17,7 +17,9 @@ use crate::path;
 use crate::router::RouteTable;
 use crate::template::{Syntax, Template};
 
+mod caching;
 mod edge;
+pub use caching::Admin;
 pub use edge::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
 
 /// The per-attempt timeout when an origin sets none, in milliseconds (Envoy's default route
@@ -37,6 +39,7 @@ struct RawConfig {
     origins: BTreeMap<String, RawOrigin>,
     auth: Option<Value>,
     settings: Option<edge::RawSettings>,
+    admin: Option<caching::RawAdmin>,
     routes: Vec<RawRoute>,
 }
 
@@ -87,7 +90,7 @@ struct RawRoute {
     origin: String,
     rewrite: Option<RawRewrite>,
     auth: Option<Value>,
-    cache: Option<Value>,
+    cache: Option<caching::RawCache>,
     request_headers: Option<RawHeaderRules>,
     response_headers: Option<RawHeaderRules>,
     cors: Option<edge::RawCors>,
@@ -128,6 +131,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Gateway-wide settings.
     pub settings: Settings,
+    /// The admin endpoint (cache purge), when configured.
+    pub admin: Option<Admin>,
     pub(crate) table: RouteTable,
 }
 
@@ -281,6 +286,8 @@ pub struct Route {
     pub response_headers: HeaderRules,
     /// CORS, IP rules, body limit, rate limit, security headers.
     pub policy: RoutePolicy,
+    /// The edge cache rule, for GET and HEAD.
+    pub cache: Option<crate::cache::CacheRule>,
 }
 
 impl Route {
@@ -414,6 +421,10 @@ impl Config {
             problems.not_supported_yet("$.auth".into(), "JWT verification");
         }
         let settings = edge::settings(raw.settings.as_ref(), &mut problems);
+        let admin = raw
+            .admin
+            .as_ref()
+            .and_then(|a| caching::admin(a, &mut problems));
         let origin_names: Vec<&String> = raw.origins.keys().collect();
         let mut origins = Vec::with_capacity(raw.origins.len());
         for (name, origin) in &raw.origins {
@@ -439,6 +450,23 @@ impl Config {
             }
         }
 
+        if let Some(admin) = &admin {
+            for (i, route) in routes.iter().enumerate() {
+                let inside =
+                    route.path == admin.path || route.path.starts_with(&format!("{}/", admin.path));
+                if inside {
+                    problems.add(
+                        format!("$.routes[{}].path", file_index[i]),
+                        format!(
+                            "\"{}\" is inside the admin path \"{}\"",
+                            route.path, admin.path
+                        ),
+                        Some("move the route, or choose another $.admin.path"),
+                    );
+                }
+            }
+        }
+
         // Routing conflicts among the routes that are valid on their own, so that one run reports
         // them together with everything else.
         let table = RouteTable::build(&routes, |i| file_index[i]);
@@ -447,6 +475,7 @@ impl Config {
                 origins,
                 routes,
                 settings,
+                admin,
                 table,
             }),
             Ok(_) => Err(ConfigErrors(problems.0)),
@@ -850,10 +879,7 @@ fn validate_route(
     if raw.name.is_empty() {
         problems.add(format!("{at}.name"), "a route name must not be empty", None);
     }
-    for (field, present, feature) in [
-        ("auth", raw.auth.is_some(), "JWT verification"),
-        ("cache", raw.cache.is_some(), "the edge cache"),
-    ] {
+    for (field, present, feature) in [("auth", raw.auth.is_some(), "JWT verification")] {
         if present {
             problems.not_supported_yet(format!("{at}.{field}"), feature);
         }
@@ -943,7 +969,15 @@ fn validate_route(
     if problems.0.len() != before {
         return None;
     }
+    let cache = raw
+        .cache
+        .as_ref()
+        .and_then(|c| caching::cache_rule(c, &format!("{at}.cache"), problems));
+    if problems.0.len() != before {
+        return None;
+    }
     Some(Route {
+        cache,
         policy,
         name: raw.name.clone(),
         host,

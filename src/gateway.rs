@@ -5,6 +5,7 @@
 //! [`ForwardPlan`]: the upstream URL, method, headers and timeout. [`Gateway::response_headers`]
 //! turns the origin's response headers into the client's. Nothing here does I/O or reads a clock.
 
+use crate::cache;
 use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding, HeaderList, PublicSide};
@@ -91,10 +92,77 @@ pub struct ForwardPlan {
     pub max_body_bytes: Option<u64>,
     /// The rate-limit binding and the key to count this request under, on a limited route.
     pub rate_limit: Option<(String, String)>,
+    /// What the edge cache does with this request, on a route with `cache`.
+    pub cache: Option<CacheStep>,
     client_ip: Option<String>,
     public_origin: String,
     public_host: String,
     request_id: String,
+}
+
+/// What the edge cache does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStep {
+    /// Look up this key (the URL of the entry); store the response under it on a miss.
+    Lookup { key: String },
+    /// Not cacheable (method, or the client's `no-cache`): forwarded, `x-cache-status: BYPASS`.
+    Bypass,
+}
+
+/// A request to the admin path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// `DELETE {admin}/cache?url=...`: purge the entry the URL (and the purge request's headers,
+    /// for `key.headers`) would use. Only with the admin credential.
+    Purge { target: String },
+    /// Anything else on the admin path: 404, as if there were nothing there.
+    NotFound,
+}
+
+/// Whether an `Authorization: Bearer <token>` header carries `expected`, compared in constant
+/// time. An empty expected token matches nothing.
+pub fn bearer_matches(expected: &str, authorization: Option<&str>) -> bool {
+    let Some(given) = authorization.and_then(|a| {
+        let (scheme, token) = a.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+    }) else {
+        return false;
+    };
+    if expected.is_empty() || given.len() != expected.len() {
+        return false;
+    }
+    given
+        .bytes()
+        .zip(expected.bytes())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// Percent-decodes a query value (`+` as space); `None` for invalid encodings or UTF-8.
+fn decode_query_value(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The refusal of a request: the error, and the route when one had matched.
@@ -303,6 +371,22 @@ impl Gateway {
                 .map(str::to_string),
             max_body_bytes: route.policy.max_body_bytes,
             rate_limit,
+            cache: route
+                .cache
+                .as_ref()
+                .map(|rule| match rule.usage(req.method, req.headers) {
+                    cache::Use::Bypass => CacheStep::Bypass,
+                    cache::Use::Lookup => CacheStep::Lookup {
+                        key: rule.key(
+                            &route.name,
+                            url.host,
+                            &normalized,
+                            url.query,
+                            req.headers,
+                            |_| None,
+                        ),
+                    },
+                }),
             headers,
             path: normalized.clone(),
             params: params.clone(),
@@ -357,6 +441,72 @@ impl Gateway {
             }
         }
         out
+    }
+
+    /// Whether to store the response to `plan` (with the client's headers), and for how long.
+    pub fn store_decision(
+        &self,
+        plan: &ForwardPlan,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> cache::Store {
+        match (&self.config.routes[plan.route].cache, &plan.cache) {
+            (Some(rule), Some(CacheStep::Lookup { .. })) if plan.method == "GET" => {
+                rule.store(status, headers)
+            }
+            _ => cache::Store::No("not a cacheable request"),
+        }
+    }
+
+    /// The headers a client gets for a stored entry: see [`cache::served_headers`]; CORS is
+    /// applied for this request's origin, not the one that filled the cache.
+    pub fn cached_response_headers(
+        &self,
+        plan: &ForwardPlan,
+        stored: &[(String, String)],
+        status: &str,
+        age: u64,
+    ) -> HeaderList {
+        let mut out = cache::served_headers(stored, status, age, &plan.request_id);
+        if let Some(cors) = &self.config.routes[plan.route].policy.cors {
+            cors.apply(plan.cors_origin.as_deref(), &mut out);
+        }
+        out
+    }
+
+    /// A request on the admin path, if it is one. The credential is checked by the caller with
+    /// [`bearer_matches`] against the secret named by `admin.token_env`.
+    pub fn admin_request(&self, req: &Incoming<'_>) -> Option<AdminRequest> {
+        let admin = self.config.admin.as_ref()?;
+        let url = split_url(req.url)?;
+        let rest = url.path.strip_prefix(admin.path.as_str())?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        let target = url
+            .query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix("url="))
+            .and_then(decode_query_value);
+        Some(match (req.method, rest, target) {
+            ("DELETE", "/cache", Some(target)) => AdminRequest::Purge { target },
+            _ => AdminRequest::NotFound,
+        })
+    }
+
+    /// The cache key a purge of `target` removes: the key a GET of that URL with the purge
+    /// request's other headers would use. `None` when the URL has no cached route.
+    pub fn purge_key(&self, target: &str, headers: &[(String, String)]) -> Option<String> {
+        let req = Incoming {
+            method: "GET",
+            url: target,
+            headers,
+        };
+        match self.plan(&req, "purge").ok()?.cache? {
+            CacheStep::Lookup { key } => Some(key),
+            CacheStep::Bypass => None,
+        }
     }
 
     /// Checks that hold before routing: URL and header sizes, and the gateway-wide methods.

@@ -6,6 +6,7 @@
 //! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`gateway`] (the plan),
 //! [`headers`], [`upstream`] (servers and retries), [`error`], [`log`].
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -50,6 +50,9 @@ pub struct LogLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub attempts: Vec<Attempt>,
+    /// The `x-cache-status` given, on routes with `cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
     pub duration_ms: u64,
 }
 

@@ -130,6 +130,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, data, [("content-type", "text/plain"), ("content-encoding", "gzip")])
         if path == "/redirect":
             return self._send(302, b"", [("location", f"{here}/elsewhere?x=1"), ("content-location", f"{here}/doc")])
+        if path.startswith("/cacheable"):
+            # Counts its hits per path and query; headers chosen by the query: cc=VALUE gives
+            # cache-control, cookie=1 a set-cookie.
+            from urllib.parse import parse_qs
+            params = parse_qs(query)
+            origin.hits[self.path] = origin.hits.get(self.path, 0) + 1
+            extra = [("content-type", "application/json")]
+            if "cc" in params:
+                extra.append(("cache-control", params["cc"][0]))
+            if "cookie" in params:
+                extra.append(("set-cookie", "session=abc"))
+            body = json.dumps({"server": origin.name, "path": path, "query": query, "n": origin.hits[self.path],
+                               "user": self.headers.get("x-user")}).encode()
+            return self._send(200, body, extra)
         if path.startswith("/status/"):
             code = int(path.split("/")[2])
             return self._send(code, json.dumps({"status": code}).encode(), [("content-type", "application/json")])
@@ -197,6 +211,7 @@ class Origin:
         self.port: Optional[int] = None
         self.mode = "ok"
         self.hang_s = 10.0
+        self.hits: dict[str, int] = {}
 
     def count(self, since: int = 0) -> int:
         """Requests received from index `since` on."""

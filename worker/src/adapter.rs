@@ -8,7 +8,10 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use portcullis::gateway::{content_length, ForwardPlan, Gateway, Incoming};
+use portcullis::cache::{self, Freshness, Store};
+use portcullis::gateway::{
+    bearer_matches, content_length, AdminRequest, CacheStep, ForwardPlan, Gateway, Incoming,
+};
 use portcullis::log::{Attempt, LogLine, Outcome};
 use portcullis::request_id::RequestIds;
 use portcullis::upstream::{Failure, PoolState, SUBREQUEST_LIMIT};
@@ -19,7 +22,9 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     AbortController, Headers, Request, RequestInit, RequestRedirect, Response, ResponseInit,
 };
-use worker::{Delay, Env};
+use worker::{Context, Delay, Env};
+
+use crate::cache as cache_io;
 
 /// The routes compiled into the Worker, used when `GATEWAY_CONFIG` is not set.
 const EMBEDDED_CONFIG: &str = include_str!("../../routes.json");
@@ -63,7 +68,13 @@ struct Isolate {
     ids: RefCell<RequestIds>,
     /// One per origin pool, in the config's order.
     pools: RefCell<Vec<PoolState>>,
+    /// Cache keys being refreshed in the background (stale-while-revalidate), so that concurrent
+    /// requests for a stale entry start one refresh, not many. Bounded.
+    refreshing: RefCell<std::collections::HashSet<String>>,
 }
+
+/// At most this many background refreshes at once per isolate.
+const MAX_REFRESHING: usize = 256;
 
 thread_local! {
     static ISOLATE: RefCell<Option<&'static Isolate>> = const { RefCell::new(None) };
@@ -122,6 +133,7 @@ fn isolate(env: &Env) -> &'static Isolate {
             gateway,
             ids: RefCell::new(RequestIds::new(random_seed())),
             pools: RefCell::new(pools),
+            refreshing: RefCell::new(std::collections::HashSet::new()),
         }));
         *cell.borrow_mut() = Some(isolate);
         isolate
@@ -444,13 +456,191 @@ fn now_ms() -> u64 {
     js_sys::Date::now().max(0.0) as u64
 }
 
+/// The client's response for an origin's: headers planned by the core; on a cacheable request,
+/// the body teed so the cache write (in `waitUntil`) never delays the client. Returns the
+/// `x-cache-status` given, if any.
+fn client_response(
+    gateway: &Gateway,
+    plan: &ForwardPlan,
+    origin: Response,
+    ctx: &Context,
+) -> (Result<Response, JsValue>, Option<&'static str>) {
+    let status = origin.status();
+    let mut list = gateway.response_headers(plan, &header_list(&origin.headers()));
+    let mut body = if is_null_body_status(status) {
+        None
+    } else {
+        origin.body()
+    };
+    let mut cache_status = None;
+    if let Some(step) = &plan.cache {
+        let label = match (step, gateway.store_decision(plan, status, &list)) {
+            (CacheStep::Lookup { key }, Store::For(ttl_s)) => {
+                let rule_swr = gateway
+                    .route(plan)
+                    .cache
+                    .as_ref()
+                    .map_or(0, |r| r.stale_while_revalidate_s);
+                let stored = cache::stored_headers(&list, ttl_s, rule_swr, now_ms());
+                let (for_client, for_cache) = match &body {
+                    Some(b) => {
+                        let (a, c) = cache_io::split(b);
+                        (Some(a), Some(c))
+                    }
+                    None => (None, None),
+                };
+                body = for_client;
+                if let Ok(entry) = build_response(status, &stored, for_cache.as_ref()) {
+                    ctx.wait_until(cache_io::put(key.clone(), entry));
+                }
+                "MISS"
+            }
+            (CacheStep::Lookup { .. }, _) if plan.method == "HEAD" => "MISS",
+            _ => "BYPASS",
+        };
+        list.push((cache::STATUS_HEADER.to_string(), label.to_string()));
+        cache_status = Some(label);
+    }
+    (build_response(status, &list, body.as_ref()), cache_status)
+}
+
+fn build_response(
+    status: u16,
+    list: &[(String, String)],
+    body: Option<&web_sys::ReadableStream>,
+) -> Result<Response, JsValue> {
+    let init = ResponseInit::new();
+    init.set_status(status);
+    let headers = headers_from(list)?;
+    init.set_headers(&headers);
+    Response::new_with_opt_readable_stream_and_init(body, &init)
+}
+
+/// A stored entry as the client's response: HIT when fresh, STALE within the stale window (and
+/// one background refresh per key per isolate), `None` when expired or unreadable (a miss).
+fn serve_stored(
+    isolate: &'static Isolate,
+    gateway: &'static Gateway,
+    plan: &ForwardPlan,
+    request: &Request,
+    stored: &Response,
+    key: &str,
+    ctx: &Context,
+) -> Option<(Response, Option<&'static str>)> {
+    let headers = header_list(&stored.headers());
+    let (stored_at, ttl_s) = cache::stored_meta(&headers)?;
+    let rule = gateway.route(plan).cache.as_ref()?;
+    let now = now_ms();
+    let label = match cache::freshness(stored_at, ttl_s, rule.stale_while_revalidate_s, now) {
+        Freshness::Fresh => "HIT",
+        Freshness::Stale => {
+            let start = {
+                let mut refreshing = isolate.refreshing.borrow_mut();
+                refreshing.len() < MAX_REFRESHING && refreshing.insert(key.to_string())
+            };
+            if start {
+                let (plan, request, key) = (plan.clone(), Clone::clone(request), key.to_string());
+                ctx.wait_until(async move {
+                    let mut attempts = Vec::new();
+                    if let Ok(origin) =
+                        forward(isolate, gateway, &plan, &request, &mut attempts).await
+                    {
+                        let status = origin.status();
+                        let list = gateway.response_headers(&plan, &header_list(&origin.headers()));
+                        if let Store::For(ttl_s) = gateway.store_decision(&plan, status, &list) {
+                            let swr = gateway
+                                .route(&plan)
+                                .cache
+                                .as_ref()
+                                .map_or(0, |r| r.stale_while_revalidate_s);
+                            let stored = cache::stored_headers(&list, ttl_s, swr, now_ms());
+                            if let Ok(entry) =
+                                build_response(status, &stored, origin.body().as_ref())
+                            {
+                                cache_io::put(key.clone(), entry).await;
+                            }
+                        }
+                    }
+                    isolate.refreshing.borrow_mut().remove(&key);
+                });
+            }
+            "STALE"
+        }
+        Freshness::Expired => return None,
+    };
+    let list = gateway.cached_response_headers(plan, &headers, label, cache::age_s(stored_at, now));
+    let body = if plan.method == "HEAD" {
+        None
+    } else {
+        stored.body()
+    };
+    build_response(stored.status(), &list, body.as_ref())
+        .ok()
+        .map(|r| (r, Some(label)))
+}
+
+/// The admin path: a cache purge with the admin credential; anything else 404, as if nothing
+/// were there (also without the credential, so the path gives nothing away).
+async fn admin_response(
+    gateway: &Gateway,
+    admin: AdminRequest,
+    env: &Env,
+    headers: &[(String, String)],
+    request_id: &str,
+) -> (Response, Option<String>) {
+    let not_found = || error_response(&GatewayError::NoRoute, request_id);
+    let Some(config) = &gateway.config.admin else {
+        return (not_found(), None);
+    };
+    let expected = env
+        .secret(&config.token_env)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(&config.token_env).map(|v| v.to_string()))
+        .unwrap_or_default();
+    let authorization = headers
+        .iter()
+        .find(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.as_str());
+    if !bearer_matches(&expected, authorization) {
+        let detail = expected
+            .is_empty()
+            .then(|| format!("admin secret {} is not set", config.token_env));
+        return (not_found(), detail);
+    }
+    let AdminRequest::Purge { target } = admin else {
+        return (not_found(), None);
+    };
+    let key_headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(n, _)| n != "authorization")
+        .cloned()
+        .collect();
+    let purged = match gateway.purge_key(&target, &key_headers) {
+        Some(key) => cache_io::delete(&key).await,
+        None => false,
+    };
+    let body = serde_json::json!({ "purged": purged, "request_id": request_id }).to_string();
+    let list = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("x-request-id".to_string(), request_id.to_string()),
+    ];
+    let init = ResponseInit::new();
+    init.set_status(200);
+    if let Ok(h) = headers_from(&list) {
+        init.set_headers(&h);
+    }
+    let response =
+        Response::new_with_opt_str_and_init(Some(&body), &init).unwrap_or_else(|_| not_found());
+    (response, None)
+}
+
 /// Statuses whose responses have no body.
 fn is_null_body_status(status: u16) -> bool {
     matches!(status, 101 | 204 | 205 | 304)
 }
 
 /// Serves one request.
-pub async fn handle(request: Request, env: Env) -> Response {
+pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
     let started = js_sys::Date::now();
     let isolate = isolate(&env);
     let request_id = isolate.ids.borrow_mut().next_id();
@@ -465,6 +655,7 @@ pub async fn handle(request: Request, env: Env) -> Response {
         error: None,
         detail: None,
         attempts: Vec::new(),
+        cache: None,
         duration_ms: 0,
     };
 
@@ -487,6 +678,15 @@ pub async fn handle(request: Request, env: Env) -> Response {
         url: &url,
         headers: &headers,
     };
+    if let Some(admin) = gateway.admin_request(&incoming) {
+        let (response, detail) = admin_response(gateway, admin, &env, &headers, &request_id).await;
+        log.status = response.status();
+        log.route = Some("admin");
+        log.detail = detail;
+        log.duration_ms = elapsed();
+        worker::console_log!("{}", log.to_json());
+        return response;
+    }
     let planned = match gateway.preflight(&incoming) {
         None => gateway.plan(&incoming, &request_id),
         Some(Ok(cors_headers)) => {
@@ -546,6 +746,21 @@ pub async fn handle(request: Request, env: Env) -> Response {
         }
     }
 
+    if let Some(CacheStep::Lookup { key }) = &plan.cache {
+        if let Some(stored) = cache_io::lookup(key).await {
+            if let Some(response) =
+                serve_stored(isolate, gateway, &plan, &request, &stored, key, &ctx)
+            {
+                log.cache = response.1;
+                let response = response.0;
+                log.status = response.status();
+                log.duration_ms = elapsed();
+                worker::console_log!("{}", log.to_json());
+                return response;
+            }
+        }
+    }
+
     let response = match forward(isolate, gateway, &plan, &request, &mut log.attempts).await {
         Err((error, detail)) => {
             log.error = Some(error.code());
@@ -553,19 +768,8 @@ pub async fn handle(request: Request, env: Env) -> Response {
             error_response(&error, &request_id)
         }
         Ok(origin) => {
-            let status = origin.status();
-            let list = gateway.response_headers(&plan, &header_list(&origin.headers()));
-            let init = ResponseInit::new();
-            init.set_status(status);
-            let built = headers_from(&list).and_then(|headers| {
-                init.set_headers(&headers);
-                let body = if is_null_body_status(status) {
-                    None
-                } else {
-                    origin.body()
-                };
-                Response::new_with_opt_readable_stream_and_init(body.as_ref(), &init)
-            });
+            let (built, cache_status) = client_response(gateway, &plan, origin, &ctx);
+            log.cache = cache_status;
             match built {
                 Ok(r) => r,
                 Err(e) => {

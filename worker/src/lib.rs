@@ -1,6 +1,7 @@
 //! Portcullis as a Cloudflare Worker. The entry point only hands the request to the adapter.
 
 mod adapter;
+mod cache;
 
 use worker::{event, Context, Env};
 
@@ -13,7 +14,7 @@ fn start() {
 async fn fetch(
     request: web_sys::Request,
     env: Env,
-    _ctx: Context,
+    ctx: Context,
 ) -> worker::Result<web_sys::Response> {
-    Ok(adapter::handle(request, env).await)
+    Ok(adapter::handle(request, env, ctx).await)
 }

@@ -1,0 +1,302 @@
+//! The edge cache's decisions (SPEC.md, steps 6 and 10): the key, whether to look up, whether to
+//! store and for how long, and how fresh a stored entry is. The adapter does the Cache API calls.
+//!
+//! Contracts:
+//! - [`CacheRule::key`] is built by the gateway, explicitly: the public host and normalized path,
+//!   the query parameters the rule lists (sorted, others ignored), the values of the listed
+//!   request headers and verified claims; hashed with SHA-256, so no token or cookie is ever in
+//!   the clear in a key. Two requests share an entry exactly when all of those are equal.
+//! - [`CacheRule::store`] never stores a response with `Set-Cookie`, `Cache-Control: no-store` or
+//!   `private`, or a status the rule does not list; the origin's `s-maxage` (else `max-age`)
+//!   shorter than `ttl_s` wins.
+//! - [`freshness`] tells HIT (younger than the TTL), STALE (within `stale_while_revalidate_s`
+//!   after it) or expired.
+
+use sha2::{Digest, Sha256};
+
+/// A route's cache rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    pub ttl_s: u32,
+    /// Query parameter names that are part of the key, sorted.
+    pub query: Vec<String>,
+    /// Lower-case request header names that are part of the key.
+    pub headers: Vec<String>,
+    /// Claim names that are part of the key (verified identity).
+    pub claims: Vec<String>,
+    /// Statuses that may be stored.
+    pub statuses: Vec<u16>,
+    pub stale_while_revalidate_s: u32,
+    /// Whether a client's `Cache-Control: no-cache` (or `Pragma: no-cache`) skips the cache.
+    pub client_no_cache: bool,
+}
+
+/// The response header `x-cache-status`.
+pub const STATUS_HEADER: &str = "x-cache-status";
+/// Headers the gateway keeps on a stored response for itself; never sent to a client.
+pub const STORED_AT_HEADER: &str = "x-portcullis-stored-at";
+pub const TTL_HEADER: &str = "x-portcullis-ttl";
+pub const ORIGIN_CACHE_CONTROL_HEADER: &str = "x-portcullis-origin-cache-control";
+
+/// Whether and how a request uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Look up (GET, or HEAD answered from a stored GET).
+    Lookup,
+    /// Not cacheable: forwarded, `x-cache-status: BYPASS`.
+    Bypass,
+}
+
+/// The store decision for a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Store for this many seconds of freshness.
+    For(u32),
+    /// Do not store; the reason is for the log.
+    No(&'static str),
+}
+
+/// How fresh a stored entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    Stale,
+    Expired,
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The directives of every `Cache-Control` header, lower case, with their values.
+fn directives(headers: &[(String, String)]) -> Vec<(String, Option<String>)> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "cache-control")
+        .flat_map(|(_, v)| v.split(','))
+        .filter_map(|d| {
+            let d = d.trim();
+            if d.is_empty() {
+                return None;
+            }
+            Some(match d.split_once('=') {
+                Some((k, v)) => (
+                    k.trim().to_ascii_lowercase(),
+                    Some(v.trim().trim_matches('"').to_string()),
+                ),
+                None => (d.to_ascii_lowercase(), None),
+            })
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// Appends one length-prefixed part, so that no two different key inputs give the same bytes.
+fn part(material: &mut Vec<u8>, bytes: &[u8]) {
+    material.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    material.extend_from_slice(bytes);
+}
+
+impl CacheRule {
+    /// Whether a request uses the cache. See the module docs.
+    pub fn usage(&self, method: &str, headers: &[(String, String)]) -> Use {
+        if method != "GET" && method != "HEAD" {
+            return Use::Bypass;
+        }
+        if self.client_no_cache {
+            let no_cache = directives(headers)
+                .iter()
+                .any(|(d, _)| d == "no-cache" || d == "no-store")
+                || header(headers, "pragma").is_some_and(|p| p.eq_ignore_ascii_case("no-cache"));
+            if no_cache {
+                return Use::Bypass;
+            }
+        }
+        Use::Lookup
+    }
+
+    /// The cache key: the URL under which the entry is stored, on the public host (a zone's cache
+    /// is the zone's own), ending in the SHA-256 of the key material. `claims` gives a claim's
+    /// value (verified identity); a listed claim without a value keys as absent.
+    pub fn key<'a>(
+        &self,
+        route: &str,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &[(String, String)],
+        claims: impl Fn(&str) -> Option<&'a str>,
+    ) -> String {
+        let mut material = Vec::with_capacity(256);
+        part(&mut material, b"portcullis-cache-v1");
+        part(&mut material, route.as_bytes());
+        part(&mut material, host.to_ascii_lowercase().as_bytes());
+        part(&mut material, path.as_bytes());
+        let mut params: Vec<(&str, &str)> = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .filter(|(k, _)| self.query.iter().any(|q| q == k))
+            .collect();
+        params.sort_unstable();
+        for (k, v) in params {
+            part(&mut material, k.as_bytes());
+            part(&mut material, v.as_bytes());
+        }
+        for name in &self.headers {
+            part(&mut material, name.as_bytes());
+            let values: Vec<&str> = headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            match values.is_empty() {
+                true => part(&mut material, b"\0absent"),
+                false => part(&mut material, values.join(", ").as_bytes()),
+            }
+        }
+        for name in &self.claims {
+            part(&mut material, name.as_bytes());
+            match claims(name) {
+                Some(v) => part(&mut material, v.as_bytes()),
+                None => part(&mut material, b"\0absent"),
+            }
+        }
+        let digest = Sha256::digest(&material);
+        format!(
+            "https://{}/.portcullis-cache/{}",
+            host.to_ascii_lowercase(),
+            hex(&digest)
+        )
+    }
+
+    /// Whether to store a response, and for how long. See the module docs.
+    pub fn store(&self, status: u16, headers: &[(String, String)]) -> Store {
+        if !self.statuses.contains(&status) {
+            return Store::No("status not listed in cache.statuses");
+        }
+        if headers.iter().any(|(n, _)| n == "set-cookie") {
+            return Store::No("set-cookie");
+        }
+        if header(headers, "vary").is_some_and(|v| v.split(',').any(|t| t.trim() == "*")) {
+            return Store::No("vary: *");
+        }
+        let cc = directives(headers);
+        if cc
+            .iter()
+            .any(|(d, _)| d == "no-store" || d == "private" || d == "no-cache")
+        {
+            return Store::No("cache-control forbids storing");
+        }
+        let seconds = |name: &str| {
+            cc.iter()
+                .find(|(d, _)| d == name)
+                .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok())
+        };
+        let origin_ttl = seconds("s-maxage").or_else(|| seconds("max-age"));
+        let ttl = match origin_ttl {
+            Some(t) => t.min(u64::from(self.ttl_s)) as u32,
+            None => self.ttl_s,
+        };
+        if ttl == 0 {
+            return Store::No("max-age=0");
+        }
+        Store::For(ttl)
+    }
+}
+
+/// How fresh an entry stored at `stored_at_ms` with `ttl_s` is at `now_ms`.
+pub fn freshness(stored_at_ms: u64, ttl_s: u32, stale_s: u32, now_ms: u64) -> Freshness {
+    let age_ms = now_ms.saturating_sub(stored_at_ms);
+    if age_ms < u64::from(ttl_s) * 1000 {
+        Freshness::Fresh
+    } else if age_ms < (u64::from(ttl_s) + u64::from(stale_s)) * 1000 {
+        Freshness::Stale
+    } else {
+        Freshness::Expired
+    }
+}
+
+/// The `age` header value of an entry, in whole seconds.
+pub fn age_s(stored_at_ms: u64, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(stored_at_ms) / 1000
+}
+
+/// The headers to store with a response: the client's headers, plus the gateway's bookkeeping
+/// and a `cache-control` that keeps the entry in the Cache API for the TTL and the stale window
+/// (the origin's own `cache-control` is kept aside and given back to clients).
+pub fn stored_headers(
+    client_headers: &[(String, String)],
+    ttl_s: u32,
+    stale_s: u32,
+    now_ms: u64,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = client_headers
+        .iter()
+        .filter(|(n, _)| {
+            n != "cache-control" && n != STATUS_HEADER && n != "x-request-id" && n != "age"
+        })
+        .cloned()
+        .collect();
+    let origin_cc: Vec<&str> = client_headers
+        .iter()
+        .filter(|(n, _)| n == "cache-control")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if !origin_cc.is_empty() {
+        out.push((ORIGIN_CACHE_CONTROL_HEADER.into(), origin_cc.join(", ")));
+    }
+    out.push((
+        "cache-control".into(),
+        format!("public, max-age={}", u64::from(ttl_s) + u64::from(stale_s)),
+    ));
+    out.push((STORED_AT_HEADER.into(), now_ms.to_string()));
+    out.push((TTL_HEADER.into(), ttl_s.to_string()));
+    out
+}
+
+/// What a stored entry tells about itself: `(stored_at_ms, ttl_s)`.
+pub fn stored_meta(headers: &[(String, String)]) -> Option<(u64, u32)> {
+    let at = header(headers, STORED_AT_HEADER)?.parse().ok()?;
+    let ttl = header(headers, TTL_HEADER)?.parse().ok()?;
+    Some((at, ttl))
+}
+
+/// The headers a client gets for a stored entry: the bookkeeping removed, the origin's
+/// `cache-control` restored, `age`, `x-cache-status` and this request's `x-request-id`.
+pub fn served_headers(
+    stored: &[(String, String)],
+    status: &str,
+    age: u64,
+    request_id: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(stored.len() + 3);
+    for (n, v) in stored {
+        match n.as_str() {
+            STORED_AT_HEADER | TTL_HEADER | "cache-control" | "age" | "x-request-id"
+            | STATUS_HEADER => {}
+            ORIGIN_CACHE_CONTROL_HEADER => out.push(("cache-control".into(), v.clone())),
+            _ => out.push((n.clone(), v.clone())),
+        }
+    }
+    out.push(("age".into(), age.to_string()));
+    out.push((STATUS_HEADER.into(), status.into()));
+    out.push(("x-request-id".into(), request_id.into()));
+    out
+}
+
+#[cfg(test)]
+mod tests;
