@@ -7,7 +7,7 @@
 // every millisecond), over at most `connections` keep-alive connections; a request that finds
 // no free connection waits for one, and that wait counts in its latency (latency runs from the
 // moment the request is issued to the end of its response body). Stops by itself: after the
-// last response, or duration_s + 10 s at the latest. Prints one JSON object with the count,
+// last response, or duration_s + 3 s at the latest (the rest count as errors). Prints one JSON object with the count,
 // errors, non-2xx, and latency percentiles in ms.
 import http from "node:http";
 import { readFileSync } from "node:fs";
@@ -64,5 +64,5 @@ function report() {
   process.exit(completed === total ? 0 : 1);
 }
 
-setTimeout(() => { errors += total - completed; report(); }, (spec.duration_s + 10) * 1000).unref();
+setTimeout(() => { errors += total - completed; report(); }, (spec.duration_s + 3) * 1000).unref();
 tick();
