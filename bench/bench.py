@@ -395,7 +395,7 @@ def worker_size() -> dict:
 
 
 WASM_COMPILE_JS = """
-const bytes = require("fs").readFileSync(process.argv[1]);
+const bytes = require("fs").readFileSync(process.argv[2]);
 (async () => {
   const times = [];
   for (let i = 0; i < 9; i++) {
@@ -557,6 +557,8 @@ def markdown(results: dict) -> str:
             lines.append(f"Startup: `wrangler check startup` did not give a profile offline (exit {w['exit']}); "
                          "measured instead:")
     c = st.get("wasm_compile", {})
+    if "error" in c:
+        lines.append("V8 compile time of index_bg.wasm: the measuring script failed.")
     if "median_ms" in c:
         lines.append(f"V8 compile time of index_bg.wasm (`WebAssembly.compile` in Node {c['node']}, median of "
                      f"{c['runs']}): **{c['median_ms']:.2f} ms** (min {c['min_ms']:.2f}, max {c['max_ms']:.2f}).")
