@@ -571,7 +571,7 @@ def markdown(results: dict) -> str:
 
 def unfinished(row: dict) -> str:
     n = row.get("fixed_rate_unfinished") or 0
-    return f" ({n} unfinished: more)" if n else ""
+    return f" ({n} requests unfinished within the time limit: the true p99 is higher)" if n else ""
 
 
 def print_table(results: dict) -> None:
