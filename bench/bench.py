@@ -470,6 +470,16 @@ def summarize(results: dict) -> dict:
         h[f"gateway_added_{p}_ms"] = None if d is None or get("gateway", f"{p}_ms") is None else get("gateway", f"{p}_ms") - d
         h[f"nginx_added_{p}_ms"] = None if d is None or get("nginx-proxy", f"{p}_ms") is None else get("nginx-proxy", f"{p}_ms") - d
         h[f"js_added_{p}_ms"] = None if d is None or get("js-passthrough", f"{p}_ms") is None else get("js-passthrough", f"{p}_ms") - d
+    # The same ratios round by round (each round measures the variants minutes apart at most), median.
+    runs = {r["name"]: r.get("saturation_runs", []) for r in results["variants"]}
+
+    def per_round(a, b):
+        pairs = [ratio(x["cpu_us_per_req"], y["cpu_us_per_req"]) for x, y in zip(runs.get(a, []), runs.get(b, []))]
+        pairs = [x for x in pairs if x is not None]
+        return {"median": median(pairs), "min": min(pairs), "max": max(pairs)} if pairs else None
+
+    h["gateway_cpu_over_js_per_round"] = per_round("gateway", "js-passthrough")
+    h["gateway_cpu_over_hono_per_round"] = per_round("gateway", "hono")
     h["gateway_64k_over_small_cpu"] = ratio(get("gateway-64k", "cpu_us_per_req"), get("gateway", "cpu_us_per_req"))
     h["js_64k_over_small_cpu"] = ratio(get("js-passthrough-64k", "cpu_us_per_req"), get("js-passthrough", "cpu_us_per_req"))
 
@@ -527,8 +537,10 @@ def markdown(results: dict) -> str:
         "",
         "Headline ratios:",
         "",
-        f"- gateway CPU/request over the JS pass-through's: **{fmt(h['gateway_cpu_over_js'], '{:.2f}x')}**",
-        f"- gateway CPU/request over Hono's (public route): **{fmt(h['gateway_cpu_over_hono'], '{:.2f}x')}**",
+        f"- gateway CPU/request over the JS pass-through's: **{fmt(h['gateway_cpu_over_js'], '{:.2f}x')}**"
+        f"{round_range(h.get('gateway_cpu_over_js_per_round'))}",
+        f"- gateway CPU/request over Hono's (public route): **{fmt(h['gateway_cpu_over_hono'], '{:.2f}x')}**"
+        f"{round_range(h.get('gateway_cpu_over_hono_per_round'))}",
         f"- added latency over the direct hit at {fmt(m['fixed_rate'])} requests/s: gateway "
         f"p50 **{fmt(h['gateway_added_p50_ms'], '{:+.2f}')} ms**, p99 **{fmt(h['gateway_added_p99_ms'], '{:+.2f}')} ms**; "
         f"nginx p50 {fmt(h['nginx_added_p50_ms'], '{:+.2f}')} ms, p99 {fmt(h['nginx_added_p99_ms'], '{:+.2f}')} ms; "
@@ -567,6 +579,12 @@ def markdown(results: dict) -> str:
         lines.append(f"| {g['goal']} | {g['measured'] or '–'} | {g['status']} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def round_range(r: Optional[dict]) -> str:
+    if not r:
+        return ""
+    return f" (ratio of the medians; round by round: median {r['median']:.2f}x, from {r['min']:.2f}x to {r['max']:.2f}x)"
 
 
 def unfinished(row: dict) -> str:
@@ -761,7 +779,7 @@ def main() -> int:
             log(f"fixed rate: {fixed_rate} requests/s ({fixed_rate_rule})")
             rate_rounds = rounds_done
             for i in range(rounds_done):
-                if i > 0 and time.monotonic() + len(variants) * (cfg["rate_s"] + 4.0) > hard_end:
+                if i > 0 and time.monotonic() + len(variants) * (cfg["rate_s"] + 1.5) > hard_end:
                     log(f"time budget reached: {i} fixed-rate rounds done")
                     rate_rounds = i
                     break
