@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::auth::AuthError;
 use crate::path::PathError;
 
 /// What went wrong with a request, named for what happened.
@@ -17,6 +18,9 @@ pub enum GatewayError {
     NoRoute,
     /// The path matches, the method does not; the methods that would.
     MethodNotAllowed { allow: Vec<String> },
+    /// Auth refused the request: 401, or 403 for a missing scope or required claim; 500
+    /// `config_invalid` when the HMAC secret binding is missing or too short.
+    Auth(AuthError),
     /// The loaded config failed validation.
     ConfigInvalid,
     /// Every allowed attempt to reach an origin failed.
@@ -48,6 +52,9 @@ impl GatewayError {
             GatewayError::BadRequest(_) => 400,
             GatewayError::NoRoute => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::Auth(e) if e.is_config_problem() => 500,
+            GatewayError::Auth(e) if e.is_forbidden() => 403,
+            GatewayError::Auth(_) => 401,
             GatewayError::ConfigInvalid => 500,
             GatewayError::OriginUnavailable => 502,
             GatewayError::OriginTimeout => 504,
@@ -60,6 +67,9 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NoRoute => "no_route",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::Auth(e) if e.is_config_problem() => "config_invalid",
+            GatewayError::Auth(e) if e.is_forbidden() => "forbidden",
+            GatewayError::Auth(_) => "unauthorized",
             GatewayError::ConfigInvalid => "config_invalid",
             GatewayError::OriginUnavailable => "origin_unavailable",
             GatewayError::OriginTimeout => "origin_timeout",
@@ -74,6 +84,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { allow } => {
                 format!("this path accepts only: {}", allow.join(", "))
             }
+            GatewayError::Auth(e) if e.is_config_problem() => GatewayError::ConfigInvalid.message(),
+            GatewayError::Auth(e) => e.public_message().into(),
             GatewayError::ConfigInvalid => {
                 "the gateway's configuration is invalid; its log names each problem".into()
             }
@@ -102,6 +114,17 @@ impl GatewayError {
         ];
         if let GatewayError::MethodNotAllowed { allow } = self {
             headers.push(("allow".to_string(), allow.join(", ")));
+        }
+        if let GatewayError::Auth(e) = self {
+            let challenge = match e {
+                e if e.is_config_problem() => None,
+                AuthError::MissingToken => Some("Bearer"),
+                e if e.is_forbidden() => Some("Bearer error=\"insufficient_scope\""),
+                _ => Some("Bearer error=\"invalid_token\""),
+            };
+            if let Some(c) = challenge {
+                headers.push(("www-authenticate".to_string(), c.to_string()));
+            }
         }
         ErrorResponse {
             status: self.status(),
@@ -132,6 +155,22 @@ mod tests {
                 "method_not_allowed",
             ),
             (GatewayError::ConfigInvalid, 500, "config_invalid"),
+            (
+                GatewayError::Auth(AuthError::MissingToken),
+                401,
+                "unauthorized",
+            ),
+            (GatewayError::Auth(AuthError::Expired), 401, "unauthorized"),
+            (
+                GatewayError::Auth(AuthError::InsufficientScope),
+                403,
+                "forbidden",
+            ),
+            (
+                GatewayError::Auth(AuthError::KeysUnavailable("hmac_secret")),
+                500,
+                "config_invalid",
+            ),
             (GatewayError::OriginUnavailable, 502, "origin_unavailable"),
             (GatewayError::OriginTimeout, 504, "origin_timeout"),
         ];
@@ -152,5 +191,32 @@ mod tests {
         }
         .response("x");
         assert!(r.headers.contains(&("allow".into(), "GET, HEAD".into())));
+    }
+
+    #[test]
+    fn auth_errors_carry_the_bearer_challenge() {
+        let challenge = |e: AuthError| {
+            GatewayError::Auth(e)
+                .response("r")
+                .headers
+                .into_iter()
+                .find(|(n, _)| n == "www-authenticate")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(
+            challenge(AuthError::MissingToken).as_deref(),
+            Some("Bearer")
+        );
+        assert_eq!(
+            challenge(AuthError::BadSignature).as_deref(),
+            Some("Bearer error=\"invalid_token\"")
+        );
+        assert_eq!(
+            challenge(AuthError::InsufficientScope).as_deref(),
+            Some("Bearer error=\"insufficient_scope\"")
+        );
+        assert_eq!(challenge(AuthError::KeysUnavailable("hmac_secret")), None);
+        let body = GatewayError::Auth(AuthError::Expired).response("r").body;
+        assert!(body.contains("expired"), "{body}");
     }
 }

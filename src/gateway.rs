@@ -5,6 +5,9 @@
 //! [`ForwardPlan`]: the upstream URL, method, headers and timeout. [`Gateway::response_headers`]
 //! turns the origin's response headers into the client's. Nothing here does I/O or reads a clock.
 
+use std::collections::BTreeMap;
+
+use crate::auth::{token, AuthError, Identity, Prepared};
 use crate::config::{Config, Rewrite, Route};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding, HeaderList, PublicSide};
@@ -82,6 +85,8 @@ pub struct ForwardPlan {
     /// The normalized path.
     pub path: String,
     pub params: Vec<(String, String)>,
+    /// The verified claims' header forms, for `{claim.NAME}` in response headers.
+    claims: BTreeMap<String, String>,
     client_ip: Option<String>,
     public_origin: String,
     public_host: String,
@@ -95,6 +100,29 @@ pub struct Refusal {
     pub route: Option<usize>,
     /// The normalized path when it could be normalized, for the log.
     pub path: Option<String>,
+}
+
+/// A matched request before auth (steps 2, 3 and the keyless part of 5).
+#[derive(Debug, Clone)]
+pub struct Matched {
+    /// Index into the config's routes.
+    pub route: usize,
+    pub path: String,
+    pub params: Vec<(String, String)>,
+    /// What auth still needs.
+    pub auth: AuthStep,
+}
+
+/// What step 5 needs from the adapter.
+#[derive(Debug, Clone)]
+pub enum AuthStep {
+    /// A public route.
+    Public,
+    /// An optional policy and no token: forward without identity.
+    Anonymous,
+    /// A token that passed every keyless check: verify its signature with the policy's keys,
+    /// then call [`Gateway::authenticated`].
+    Verify { policy: usize, token: Box<Prepared> },
 }
 
 /// The client address from `CF-Connecting-IP`, only when it parses as an IP address.
@@ -159,8 +187,19 @@ impl Gateway {
         Gateway { config }
     }
 
-    /// Decides what to do with a request. See the module docs.
+    /// Decides what to do with a request that needs no signature verification (public routes,
+    /// anonymous requests on optional ones); a token to verify is refused with 401 here, since
+    /// only the adapter can verify it (see [`Gateway::matched`]).
     pub fn plan(&self, req: &Incoming<'_>, request_id: &str) -> Result<ForwardPlan, Refusal> {
+        let m = self.matched(req)?;
+        if let AuthStep::Verify { .. } = m.auth {
+            return Err(self.auth_refusal(&m, AuthError::KeysUnavailable("no verifier")));
+        }
+        Ok(self.forward_plan(&m, req, request_id, None))
+    }
+
+    /// Steps 2 and 3, and the part of step 5 that needs no key: the route, or the refusal.
+    pub fn matched(&self, req: &Incoming<'_>) -> Result<Matched, Refusal> {
         let refuse = |error, route, path: Option<&str>| Refusal {
             error,
             route,
@@ -192,15 +231,94 @@ impl Gateway {
             Lookup::NoRoute => return Err(refuse(GatewayError::NoRoute, None, Some(&normalized))),
         };
         let route = &cfg.routes[index];
+        let auth = match &route.auth {
+            None => AuthStep::Public,
+            Some(ra) => {
+                let policy = &cfg.policies[ra.policy];
+                match token::extract(&policy.token_from, req.headers) {
+                    None if ra.optional => AuthStep::Anonymous,
+                    None => {
+                        return Err(refuse(
+                            GatewayError::Auth(AuthError::MissingToken),
+                            Some(index),
+                            Some(&normalized),
+                        ))
+                    }
+                    Some(t) => match policy.prepare(t) {
+                        Ok(token) => AuthStep::Verify {
+                            policy: ra.policy,
+                            token: Box::new(token),
+                        },
+                        Err(e) => {
+                            return Err(refuse(
+                                GatewayError::Auth(e),
+                                Some(index),
+                                Some(&normalized),
+                            ))
+                        }
+                    },
+                }
+            }
+        };
+        Ok(Matched {
+            route: index,
+            path: normalized,
+            params,
+            auth,
+        })
+    }
+
+    /// The refusal of a matched request by auth.
+    pub fn auth_refusal(&self, m: &Matched, error: AuthError) -> Refusal {
+        Refusal {
+            error: GatewayError::Auth(error),
+            route: Some(m.route),
+            path: Some(m.path.clone()),
+        }
+    }
+
+    /// After the adapter verified the signature of `AuthStep::Verify`'s token: the claims
+    /// checks at `now` (seconds since the epoch), giving the identity or the refusal.
+    pub fn authenticated(&self, m: &Matched, now: i64) -> Result<Identity, Refusal> {
+        match &m.auth {
+            AuthStep::Verify { policy, token } => self.config.policies[*policy]
+                .finish(token, now)
+                .map_err(|e| self.auth_refusal(m, e)),
+            _ => Err(self.auth_refusal(m, AuthError::MissingToken)),
+        }
+    }
+
+    /// Step 7: the origin request for a matched (and, where needed, authenticated) request.
+    pub fn forward_plan(
+        &self,
+        m: &Matched,
+        req: &Incoming<'_>,
+        request_id: &str,
+        identity: Option<&Identity>,
+    ) -> ForwardPlan {
+        let cfg = &self.config;
+        let (index, normalized, params) = (m.route, &m.path, &m.params);
+        // `matched` split the same URL.
+        let url = split_url(req.url).unwrap_or(UrlParts {
+            scheme: "https",
+            authority: "",
+            host: "",
+            path: "/",
+            query: None,
+        });
+        let route = &cfg.routes[index];
         let origin = &cfg.origins[route.origin];
         let server = cfg.server_for(route);
-        let forwarded_path = rewrite_path(route, &normalized, &params);
+        let forwarded_path = rewrite_path(route, normalized, params);
         let client_ip = client_ip(req.headers);
+        let claims = identity.map(|i| &i.claims);
         let fwd = Forwarding {
             client_ip: client_ip.as_deref(),
             proto: url.scheme,
             public_host: url.authority,
             request_id,
+            claim_headers: &cfg.claim_headers,
+            forward_claims: identity.map_or(&[], |i| i.forward.as_slice()),
         };
         let lookup = |v: &Var| {
             lookup_var(
@@ -209,11 +327,12 @@ impl Gateway {
                 client_ip.as_deref(),
                 &route.name,
                 url.authority,
-                &params,
+                params,
+                claims,
             )
         };
         let headers = headers::request_plan(req.headers, &fwd, &route.request_headers, lookup);
-        Ok(ForwardPlan {
+        ForwardPlan {
             route: index,
             method: req.method.to_string(),
             url: join_upstream(&server.base, &forwarded_path, url.query),
@@ -222,11 +341,12 @@ impl Gateway {
             server: 0,
             path: normalized.clone(),
             params: params.clone(),
+            claims: identity.map(|i| i.claims.clone()).unwrap_or_default(),
             client_ip: client_ip.clone(),
             public_origin: format!("{}://{}", url.scheme, url.authority),
             public_host: url.authority.to_string(),
             request_id: request_id.to_string(),
-        })
+        }
     }
 
     /// The headers the client receives for an origin's response to `plan`.
@@ -249,6 +369,7 @@ impl Gateway {
                 &route.name,
                 &plan.public_host,
                 &plan.params,
+                Some(&plan.claims),
             )
         };
         headers::response_plan(
@@ -274,6 +395,7 @@ fn lookup_var<'a>(
     route: &'a str,
     host: &'a str,
     params: &'a [(String, String)],
+    claims: Option<&'a BTreeMap<String, String>>,
 ) -> Option<&'a str> {
     match v {
         Var::RequestId => Some(request_id),
@@ -284,6 +406,7 @@ fn lookup_var<'a>(
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str()),
+        Var::Claim(name) => claims?.get(name).map(String::as_str),
     }
 }
 

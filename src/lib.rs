@@ -3,9 +3,10 @@
 //! that does the I/O.
 //!
 //! Modules, in the order a request meets them:
-//! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`gateway`] (the plan),
+//! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`auth`], [`gateway`] (the plan),
 //! [`headers`], [`error`], [`log`].
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;

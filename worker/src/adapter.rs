@@ -217,6 +217,7 @@ pub async fn handle(request: Request, env: Env) -> Response {
         status: 0,
         error: None,
         detail: None,
+        auth: None,
         attempts: Vec::new(),
         duration_ms: 0,
     };
