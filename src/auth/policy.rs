@@ -12,6 +12,8 @@ use crate::headers::{is_gateway_owned, is_hop_by_hop, is_valid_header_name};
 
 /// The default cap on a token's length, in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// The default least time between two JWKS fetches, in seconds.
+pub const DEFAULT_MIN_REFETCH_S: u64 = 30;
 /// The default clock leeway, in seconds.
 pub const DEFAULT_LEEWAY_S: u64 = 60;
 
@@ -116,6 +118,9 @@ pub struct Policy {
     /// Claim name and the lower-case header it is forwarded in.
     pub forward_claims: Vec<(String, String)>,
     pub max_token_bytes: usize,
+    /// With `jwks_url`: the least time between two fetches of the key set (refresh or unknown
+    /// `kid`), so a flood of made-up kids cannot hammer the provider.
+    pub jwks_min_refetch_s: u64,
 }
 
 /// A route's use of a policy.
@@ -146,6 +151,7 @@ pub(crate) struct RawPolicy {
     #[serde(default)]
     forward_claims: BTreeMap<String, String>,
     max_token_bytes: Option<usize>,
+    jwks_min_refetch_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +297,14 @@ pub(crate) fn validate_policy(
             None,
         );
     }
+    let jwks_min_refetch_s = raw.jwks_min_refetch_s.unwrap_or(DEFAULT_MIN_REFETCH_S);
+    if !(1..=3600).contains(&jwks_min_refetch_s) {
+        problems.add(
+            format!("{at}.jwks_min_refetch_s"),
+            "jwks_min_refetch_s must be between 1 and 3600",
+            None,
+        );
+    }
     let mut token_from = Vec::new();
     match &raw.token_from {
         None => token_from.push(TokenSource::Authorization),
@@ -363,6 +377,7 @@ pub(crate) fn validate_policy(
         require,
         forward_claims,
         max_token_bytes,
+        jwks_min_refetch_s,
     })
 }
 

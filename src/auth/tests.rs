@@ -755,6 +755,7 @@ fn wycheproof_jws_through_the_signature_layer() {
             require: vec![],
             forward_claims: vec![],
             max_token_bytes: 65536,
+            jwks_min_refetch_s: 30,
         };
         for t in group["tests"].as_array().unwrap() {
             let jws = t["jws"].as_str().unwrap_or("");

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use portcullis::gateway::{ForwardPlan, Gateway, Incoming};
+use portcullis::gateway::{ForwardPlan, Gateway, Incoming, Refusal};
 use portcullis::log::{Attempt, LogLine, Outcome};
 use portcullis::request_id::RequestIds;
 use portcullis::{Config, GatewayError};
@@ -34,6 +34,7 @@ extern "C" {
 struct Isolate {
     gateway: Result<Gateway, String>,
     ids: RefCell<RequestIds>,
+    auth: crate::auth::AuthCache,
 }
 
 thread_local! {
@@ -88,6 +89,7 @@ fn isolate(env: &Env) -> &'static Isolate {
         let isolate: &'static Isolate = Box::leak(Box::new(Isolate {
             gateway,
             ids: RefCell::new(RequestIds::new(random_seed())),
+            auth: Default::default(),
         }));
         *cell.borrow_mut() = Some(isolate);
         isolate
@@ -236,16 +238,32 @@ pub async fn handle(request: Request, env: Env) -> Response {
 
     let url = request.url();
     let headers = header_list(&request.headers());
-    let plan = match gateway.plan(
-        &Incoming {
-            method: &method,
-            url: &url,
-            headers: &headers,
-        },
-        &request_id,
-    ) {
+    let incoming = Incoming {
+        method: &method,
+        url: &url,
+        headers: &headers,
+    };
+    // Steps 2-5: match, then auth (the core checks what needs no key; crate::auth verifies).
+    let planned = match gateway.matched(&incoming) {
+        Ok(m) => {
+            let outcome = isolate
+                .auth
+                .authenticate(gateway, &m, &env, js_sys::Date::now())
+                .await;
+            log.auth = outcome.log;
+            log.detail = outcome.detail;
+            match outcome.error {
+                Some(e) => Err(gateway.auth_refusal(&m, e)),
+                None => {
+                    Ok(gateway.forward_plan(&m, &incoming, &request_id, outcome.identity.as_ref()))
+                }
+            }
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let plan = match planned {
         Ok(plan) => plan,
-        Err(refusal) => {
+        Err::<_, Refusal>(refusal) => {
             log.path = refusal.path.as_deref();
             log.route = refusal
                 .route
