@@ -65,10 +65,7 @@ impl Policy {
     /// epoch): `exp` required, `nbf` and `iat` with `leeway_s`, `max_age_s`, `iss`, `aud`, then
     /// `require` (403). Returns the identity to forward.
     pub fn finish(&self, token: &Prepared, now: i64) -> Result<Identity, AuthError> {
-        let claims = token
-            .claims
-            .as_ref()
-            .ok_or(AuthError::Malformed("claims are not a JSON object"))?;
+        let claims = token.claims.as_ref().ok_or(AuthError::BadClaims)?;
         let options = TimeOptions::new(Duration::seconds(self.leeway_s as i64), || time(now));
         claims.validate_expiration(&options).map_err(|e| match e {
             ValidationError::NoClaim(_) => AuthError::MissingExp,

@@ -46,6 +46,8 @@ pub enum AuthError {
     KeysUnavailable(&'static str),
     /// The signature does not verify with any candidate key.
     BadSignature,
+    /// The signature verified but the payload is not a JSON object of claims.
+    BadClaims,
     /// `exp` is missing.
     MissingExp,
     Expired,
@@ -74,6 +76,7 @@ impl AuthError {
             AuthError::NoFittingKey => "no_fitting_key",
             AuthError::KeysUnavailable(_) => "keys_unavailable",
             AuthError::BadSignature => "bad_signature",
+            AuthError::BadClaims => "bad_claims",
             AuthError::MissingExp => "missing_exp",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
@@ -89,7 +92,9 @@ impl AuthError {
     pub fn public_message(&self) -> &'static str {
         match self {
             AuthError::MissingToken => "a bearer token is required",
-            AuthError::Malformed(_) | AuthError::TooLarge => "the token is malformed",
+            AuthError::Malformed(_) | AuthError::TooLarge | AuthError::BadClaims => {
+                "the token is malformed"
+            }
             AuthError::AlgorithmNotAllowed
             | AuthError::ForbiddenHeader(_)
             | AuthError::UnknownCrit => "the token's header is not acceptable",

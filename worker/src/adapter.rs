@@ -264,6 +264,15 @@ pub async fn handle(request: Request, env: Env) -> Response {
     let plan = match planned {
         Ok(plan) => plan,
         Err::<_, Refusal>(refusal) => {
+            if let (GatewayError::Auth(e), None) = (&refusal.error, &log.auth) {
+                // Refused before any key was needed (no token, malformed, alg, headers).
+                log.auth = Some(portcullis::log::AuthLog {
+                    outcome: "refused",
+                    reason: Some(e.reason()),
+                    kid: None,
+                    iss: None,
+                });
+            }
             log.path = refusal.path.as_deref();
             log.route = refusal
                 .route

@@ -12,6 +12,9 @@
 //!   it expires (or `max_age_s` runs out), and is dropped when its key leaves the key set.
 //!   Failures are never cached.
 
+// The comparison build leaves the WebCrypto path unused.
+#![cfg_attr(feature = "pure-rust-verify", allow(dead_code))]
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -439,7 +442,18 @@ impl AuthCache {
             };
             let mut ok = None;
             for key in candidates {
-                match self.webcrypto_verify(&key.public_json, token).await {
+                // `pure-rust-verify` (for size and CPU comparisons only): jwt-compact's own
+                // RSA/ECDSA/Ed25519 compiled to Wasm instead of WebCrypto.
+                #[cfg(feature = "pure-rust-verify")]
+                let result: Result<bool, String> = Ok(portcullis::auth::verify::verify_native(
+                    token.alg,
+                    key,
+                    token.signing_input.as_bytes(),
+                    &token.signature,
+                ));
+                #[cfg(not(feature = "pure-rust-verify"))]
+                let result = self.webcrypto_verify(&key.public_json, token).await;
+                match result {
                     Ok(true) => {
                         ok = Some(key.public_json.clone());
                         break;
