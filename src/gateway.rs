@@ -123,6 +123,9 @@ pub enum AuthStep {
     /// A token that passed every keyless check: verify its signature with the policy's keys,
     /// then call [`Gateway::authenticated`].
     Verify { policy: usize, token: Box<Prepared> },
+    /// A token the caller's verified-token cache already holds for this policy (see
+    /// [`Gateway::matched_with`]): not parsed again.
+    Cached { policy: usize, token: String },
 }
 
 /// The client address from `CF-Connecting-IP`, only when it parses as an IP address.
@@ -200,6 +203,17 @@ impl Gateway {
 
     /// Steps 2 and 3, and the part of step 5 that needs no key: the route, or the refusal.
     pub fn matched(&self, req: &Incoming<'_>) -> Result<Matched, Refusal> {
+        self.matched_with(req, |_, _| false)
+    }
+
+    /// [`Gateway::matched`], where `is_cached(policy, token)` says whether the caller holds a
+    /// still-valid verification of this exact token for this policy: such a token becomes
+    /// [`AuthStep::Cached`] without being parsed again.
+    pub fn matched_with(
+        &self,
+        req: &Incoming<'_>,
+        is_cached: impl Fn(usize, &str) -> bool,
+    ) -> Result<Matched, Refusal> {
         let refuse = |error, route, path: Option<&str>| Refusal {
             error,
             route,
@@ -244,6 +258,10 @@ impl Gateway {
                             Some(&normalized),
                         ))
                     }
+                    Some(t) if is_cached(ra.policy, t) => AuthStep::Cached {
+                        policy: ra.policy,
+                        token: t.to_string(),
+                    },
                     Some(t) => match policy.prepare(t) {
                         Ok(token) => AuthStep::Verify {
                             policy: ra.policy,

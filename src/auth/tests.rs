@@ -532,6 +532,11 @@ fn optional_routes_and_claim_placeholders_through_the_gateway() {
     assert_eq!(get("x-user-id"), ["alice"]);
     assert_eq!(get("x-sub-copy"), ["alice"]);
     assert!(get("x-evil").is_empty());
+    // A token the caller's cache holds is not parsed again.
+    let m2 = gw.matched_with(&inc, |p, t| p == 0 && t == token).unwrap();
+    assert!(matches!(&m2.auth, AuthStep::Cached { token: t, .. } if *t == token));
+    let m3 = gw.matched_with(&inc, |_, t| t != token).unwrap();
+    assert!(matches!(m3.auth, AuthStep::Verify { .. }));
     // The same token, expired by then: 401.
     assert_eq!(
         gw.authenticated(&m, NOW + 3600).unwrap_err().error.status(),

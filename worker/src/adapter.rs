@@ -244,12 +244,11 @@ pub async fn handle(request: Request, env: Env) -> Response {
         headers: &headers,
     };
     // Steps 2-5: match, then auth (the core checks what needs no key; crate::auth verifies).
-    let planned = match gateway.matched(&incoming) {
+    let now = js_sys::Date::now();
+    let cached = |policy: usize, token: &str| isolate.auth.is_cached(policy, token, now);
+    let planned = match gateway.matched_with(&incoming, cached) {
         Ok(m) => {
-            let outcome = isolate
-                .auth
-                .authenticate(gateway, &m, &env, js_sys::Date::now())
-                .await;
+            let outcome = isolate.auth.authenticate(gateway, &m, &env, now).await;
             log.auth = outcome.log;
             log.detail = outcome.detail;
             match outcome.error {

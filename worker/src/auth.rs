@@ -74,6 +74,8 @@ pub struct AuthCache {
     crypto_keys: RefCell<HashMap<(String, &'static str), CryptoKey>>,
     verified: RefCell<HashMap<String, Verified>>,
     secrets: RefCell<HashMap<usize, Option<Vec<u8>>>>,
+    /// WebCrypto verify parameters per algorithm, made once.
+    verify_params: RefCell<HashMap<&'static str, js_sys::Object>>,
     /// Number of JWKS fetches made by this isolate (for the log).
     pub fetches: RefCell<u64>,
 }
@@ -154,8 +156,18 @@ impl AuthCache {
 
     async fn webcrypto_verify(&self, public_json: &str, token: &Prepared) -> Result<bool, String> {
         let key = self.crypto_key(public_json, token.alg).await?;
-        let (_, verify) = webcrypto_params(token.alg).ok_or("not a WebCrypto algorithm")?;
-        let params = js_object(&verify).ok_or("bad params")?;
+        let cached = self.verify_params.borrow().get(token.alg.name()).cloned();
+        let params = match cached {
+            Some(p) => p,
+            None => {
+                let (_, verify) = webcrypto_params(token.alg).ok_or("not a WebCrypto algorithm")?;
+                let p = js_object(&verify).ok_or("bad params")?;
+                self.verify_params
+                    .borrow_mut()
+                    .insert(token.alg.name(), p.clone());
+                p
+            }
+        };
         let subtle = subtle().ok_or("no crypto.subtle")?;
         let promise = subtle
             .verify_with_object_and_u8_array_and_u8_array(
@@ -313,6 +325,14 @@ impl AuthCache {
             .ok_or_else(|| "no JWKS fetched yet".to_string())
     }
 
+    /// Whether a still-valid verification of `token` for `policy` is cached (at `now`, ms).
+    pub fn is_cached(&self, policy: usize, token: &str, now: f64) -> bool {
+        self.verified
+            .borrow()
+            .get(token)
+            .is_some_and(|v| v.policy == policy && now < v.until_ms)
+    }
+
     /// Step 5 for a matched request. `now` is ms since the epoch.
     pub async fn authenticate(
         &self,
@@ -342,6 +362,29 @@ impl AuthCache {
                     error: None,
                     detail: None,
                 }
+            }
+            AuthStep::Cached { token, .. } => {
+                // `is_cached` checked it in this same synchronous run: it is still there.
+                let verified = self.verified.borrow();
+                let Some(v) = verified.get(token) else {
+                    return Outcome {
+                        identity: None,
+                        log: None,
+                        error: Some(AuthError::KeysUnavailable("cache")),
+                        detail: Some("verified token vanished from the cache".into()),
+                    };
+                };
+                return Outcome {
+                    log: Some(AuthLog {
+                        outcome: "cached",
+                        reason: None,
+                        kid: short_kid(v.identity.kid.as_ref()),
+                        iss: v.identity.iss.clone(),
+                    }),
+                    identity: Some(v.identity.clone()),
+                    error: None,
+                    detail: None,
+                };
             }
             AuthStep::Verify { policy, token } => (*policy, token),
         };
