@@ -388,3 +388,20 @@ def test_jwks_rotation_flood_and_outage(users, orders, keys):
             jwks.stop()
         except Exception:
             pass
+
+
+def test_a_cold_isolate_under_concurrent_requests_fetches_the_jwks_once(users, orders, keys):
+    from concurrent.futures import ThreadPoolExecutor
+
+    jwks = Jwks({"keys": [Keys.rsa_jwk(keys.rsa, "k1")]})
+    try:
+        cfg = json.dumps(auth_config(users, orders, keys, jwks_url=jwks.url))
+        with Workerd(cfg, text_bindings={"JWT_SECRET": SECRET}) as wd:
+            tokens = [token("RS256", keys.rsa, "k1") for _ in range(12)]
+            with ThreadPoolExecutor(max_workers=12) as pool:
+                statuses = list(pool.map(
+                    lambda t: send(wd.base_url, "GET", "/secure/x", bearer(t)).status, tokens))
+            assert statuses == [200] * 12, statuses
+            assert jwks.fetches == 1
+    finally:
+        jwks.stop()

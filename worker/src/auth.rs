@@ -56,6 +56,8 @@ struct Fetched {
     /// The last fetch attempt (ms), successful or not: refetches are spaced by the policy's
     /// `jwks_min_refetch_s`.
     last_attempt: Option<f64>,
+    /// A fetch is under way: requests that find no keys at all wait for it.
+    in_flight: bool,
 }
 
 struct Verified {
@@ -282,13 +284,20 @@ impl AuthCache {
             (stale, may)
         };
         if (stale || unknown_kid) && may_fetch {
+            {
+                let mut fetched = self.fetched.borrow_mut();
+                let entry = fetched.entry(index).or_default();
+                entry.last_attempt = Some(now);
+                entry.in_flight = true;
+            }
+            // An unknown kid goes to the provider itself: the shared copy may be the old set.
+            let result = self.fetch_jwks(url, now, unknown_kid).await;
             self.fetched
                 .borrow_mut()
                 .entry(index)
                 .or_default()
-                .last_attempt = Some(now);
-            // An unknown kid goes to the provider itself: the shared copy may be the old set.
-            match self.fetch_jwks(url, now, unknown_kid).await {
+                .in_flight = false;
+            match result {
                 Ok((keys, until)) => {
                     let mut fetched = self.fetched.borrow_mut();
                     let entry = fetched.entry(index).or_default();
@@ -318,11 +327,28 @@ impl AuthCache {
                 }
             }
         }
-        self.fetched
-            .borrow()
-            .get(&index)
-            .and_then(|e| e.keys.clone())
-            .ok_or_else(|| "no JWKS fetched yet".to_string())
+        // A cold isolate under concurrent requests: one fetches, the others wait for it
+        // (bounded by the fetch timeout) rather than fail.
+        let waited_since = js_sys::Date::now();
+        loop {
+            let (keys, in_flight) = {
+                let fetched = self.fetched.borrow();
+                let entry = fetched.get(&index);
+                (
+                    entry.and_then(|e| e.keys.clone()),
+                    entry.is_some_and(|e| e.in_flight),
+                )
+            };
+            match keys {
+                Some(keys) => return Ok(keys),
+                None if in_flight
+                    && js_sys::Date::now() - waited_since < FETCH_TIMEOUT_MS as f64 + 1000.0 =>
+                {
+                    Delay::from(Duration::from_millis(10)).await
+                }
+                None => return Err("no JWKS fetched yet".to_string()),
+            }
+        }
     }
 
     /// Whether a still-valid verification of `token` for `policy` is cached (at `now`, ms).
