@@ -245,14 +245,13 @@ impl AuthCache {
         if resp.status() != 200 {
             return Err(format!("JWKS answered {}", resp.status()));
         }
-        let ttl = resp
-            .headers()
-            .get("cache-control")
-            .ok()
-            .flatten()
-            .and_then(|cc| max_age_ms(&cc))
-            .unwrap_or(DEFAULT_TTL_MS)
-            .clamp(MIN_TTL_MS, MAX_TTL_MS);
+        let ttl = ttl_ms(
+            resp.headers()
+                .get("cache-control")
+                .ok()
+                .flatten()
+                .as_deref(),
+        );
         let text = response_text(&resp).await.ok_or("JWKS body unreadable")?;
         let (keys, _skipped) = KeySet::from_jwks_json(&text)?;
         let until = now + ttl;
@@ -585,6 +584,15 @@ impl AuthCache {
     }
 }
 
+/// How long fetched keys stay fresh, from the provider's Cache-Control: its `max-age`, clamped to
+/// [`MIN_TTL_MS`, `MAX_TTL_MS`]; [`DEFAULT_TTL_MS`] without one.
+fn ttl_ms(cache_control: Option<&str>) -> f64 {
+    cache_control
+        .and_then(max_age_ms)
+        .unwrap_or(DEFAULT_TTL_MS)
+        .clamp(MIN_TTL_MS, MAX_TTL_MS)
+}
+
 /// `max-age=N` of a Cache-Control value, in ms; `no-store`/`no-cache` count as 0.
 fn max_age_ms(cc: &str) -> Option<f64> {
     let mut out = None;
@@ -627,5 +635,28 @@ async fn store_in_cache(cache: &web_sys::Cache, url: &str, text: &str, ttl: f64,
     }
     if let Ok(resp) = Response::new_with_opt_str_and_init(Some(text), &init) {
         let _ = JsFuture::from(cache.put_with_str(url, &resp)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwks_freshness_follows_cache_control_within_bounds() {
+        let cases: &[(Option<&str>, f64)] = &[
+            (None, DEFAULT_TTL_MS),
+            (Some("public, max-age=300"), 300_000.0),
+            (Some("max-age=\"900\", must-revalidate"), 900_000.0),
+            (Some("max-age=5"), MIN_TTL_MS),
+            (Some("no-store"), MIN_TTL_MS),
+            (Some("no-cache, max-age=600"), MIN_TTL_MS),
+            (Some("max-age=31536000"), MAX_TTL_MS),
+            (Some("max-age=nonsense"), DEFAULT_TTL_MS),
+            (Some("s-maxage=10"), DEFAULT_TTL_MS),
+        ];
+        for (cc, want) in cases {
+            assert_eq!(ttl_ms(*cc), *want, "{cc:?}");
+        }
     }
 }
