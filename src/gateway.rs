@@ -201,6 +201,27 @@ impl Gateway {
         Ok(self.forward_plan(&m, req, request_id, None))
     }
 
+    /// [`Gateway::plan`] with the signature verified outside the Worker (the CLI, tests): see
+    /// [`crate::auth::verify::verify_prepared`]; `now` in seconds since the epoch.
+    pub fn plan_at(
+        &self,
+        req: &Incoming<'_>,
+        request_id: &str,
+        now: i64,
+        secret: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<ForwardPlan, Refusal> {
+        let m = self.matched(req)?;
+        let identity = match &m.auth {
+            AuthStep::Verify { policy, token } => {
+                crate::auth::verify::verify_prepared(&self.config.policies[*policy], token, secret)
+                    .map_err(|e| self.auth_refusal(&m, e))?;
+                Some(self.authenticated(&m, now)?)
+            }
+            _ => None,
+        };
+        Ok(self.forward_plan(&m, req, request_id, identity.as_ref()))
+    }
+
     /// Steps 2 and 3, and the part of step 5 that needs no key: the route, or the refusal.
     pub fn matched(&self, req: &Incoming<'_>) -> Result<Matched, Refusal> {
         self.matched_with(req, |_, _| false)

@@ -537,6 +537,23 @@ fn optional_routes_and_claim_placeholders_through_the_gateway() {
     assert!(matches!(&m2.auth, AuthStep::Cached { token: t, .. } if *t == token));
     let m3 = gw.matched_with(&inc, |_, t| t != token).unwrap();
     assert!(matches!(m3.auth, AuthStep::Verify { .. }));
+    // Outside the Worker, plan_at verifies HS* with the secret it is given.
+    let secret = |name: &str| (name == "JWT_SECRET").then(|| SECRET.to_vec());
+    let plan = gw.plan_at(&inc, "rid", NOW, secret).unwrap();
+    assert!(plan.headers.contains(&("x-user-id".into(), "alice".into())));
+    let wrong = |_: &str| Some(b"another-secret-of-at-least-32-bytes!!".to_vec());
+    assert_eq!(
+        gw.plan_at(&inc, "rid", NOW, wrong).unwrap_err().error,
+        crate::GatewayError::Auth(AuthError::BadSignature)
+    );
+    let short = |_: &str| Some(b"short".to_vec());
+    assert_eq!(
+        gw.plan_at(&inc, "rid", NOW, short)
+            .unwrap_err()
+            .error
+            .status(),
+        500
+    );
     // The same token, expired by then: 401.
     assert_eq!(
         gw.authenticated(&m, NOW + 3600).unwrap_err().error.status(),

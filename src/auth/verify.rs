@@ -96,3 +96,48 @@ pub fn verify_native(alg: Alg, key: &super::Jwk, input: &[u8], signature: &[u8])
         }
     }
 }
+
+/// The signature check of a prepared token outside the Worker (tests, the CLI): HS* with the
+/// secret `secret(hmac_secret_env)` returns; RS*/PS*/ES256/EdDSA with the policy's inline keys,
+/// in pure Rust when built with `native-verify` (otherwise refused as `keys_unavailable`).
+/// Keys from `jwks_url` are never fetched here: such tokens are refused as `keys_unavailable`.
+pub fn verify_prepared(
+    policy: &super::Policy,
+    token: &super::Prepared,
+    secret: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<(), super::AuthError> {
+    use super::AuthError;
+    let input = token.signing_input.as_bytes();
+    if token.alg.is_hmac() {
+        let secret = policy
+            .hmac_secret_env
+            .as_deref()
+            .and_then(secret)
+            .filter(|s| s.len() >= MIN_HMAC_SECRET_BYTES)
+            .ok_or(AuthError::KeysUnavailable("hmac_secret"))?;
+        return if verify_hmac(token.alg, &secret, input, &token.signature) {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature)
+        };
+    }
+    let keys = policy.jwks.as_ref().ok_or(AuthError::KeysUnavailable(
+        "jwks_url is not fetched natively",
+    ))?;
+    let candidates = keys.candidates(token.alg, token.kid.as_deref())?;
+    #[cfg(feature = "native-verify")]
+    {
+        if candidates
+            .iter()
+            .any(|k| verify_native(token.alg, k, input, &token.signature))
+        {
+            return Ok(());
+        }
+        Err(AuthError::BadSignature)
+    }
+    #[cfg(not(feature = "native-verify"))]
+    {
+        let _ = candidates;
+        Err(AuthError::KeysUnavailable("built without native-verify"))
+    }
+}
