@@ -12,6 +12,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::policy::{validate_policy, validate_route_auth, RawPolicy, RawRouteAuth};
+use crate::auth::{Policy, RouteAuth};
 use crate::headers::{is_hop_by_hop, is_valid_header_name, is_valid_header_value};
 use crate::path;
 use crate::router::RouteTable;
@@ -37,7 +39,8 @@ struct RawConfig {
     #[serde(rename = "$schema")]
     _schema: Option<String>,
     origins: BTreeMap<String, RawOrigin>,
-    auth: Option<Value>,
+    #[serde(default)]
+    auth: BTreeMap<String, RawPolicy>,
     settings: Option<edge::RawSettings>,
     admin: Option<caching::RawAdmin>,
     routes: Vec<RawRoute>,
@@ -89,7 +92,7 @@ struct RawRoute {
     methods: Option<Vec<String>>,
     origin: String,
     rewrite: Option<RawRewrite>,
-    auth: Option<Value>,
+    auth: Option<RawRouteAuth>,
     cache: Option<caching::RawCache>,
     request_headers: Option<RawHeaderRules>,
     response_headers: Option<RawHeaderRules>,
@@ -133,6 +136,11 @@ pub struct Config {
     pub settings: Settings,
     /// The admin endpoint (cache purge), when configured.
     pub admin: Option<Admin>,
+    /// The auth policies, in the order of their names.
+    pub policies: Vec<Policy>,
+    /// The `forward_claims` header names of every policy (lower case): a client's copies are
+    /// dropped on every route.
+    pub claim_headers: Vec<String>,
     pub(crate) table: RouteTable,
 }
 
@@ -282,6 +290,8 @@ pub struct Route {
     /// Index into [`Config::origins`].
     pub origin: usize,
     pub rewrite: Rewrite,
+    /// The route's auth policy, when it has one.
+    pub auth: Option<RouteAuth>,
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
     /// CORS, IP rules, body limit, rate limit, security headers.
@@ -359,10 +369,10 @@ pub(crate) fn key_path(base: &str, key: &str) -> String {
 }
 
 #[derive(Default)]
-struct Problems(Vec<ConfigError>);
+pub(crate) struct Problems(pub(crate) Vec<ConfigError>);
 
 impl Problems {
-    fn add(&mut self, path: String, message: impl Into<String>, hint: Option<&str>) {
+    pub(crate) fn add(&mut self, path: String, message: impl Into<String>, hint: Option<&str>) {
         self.0.push(ConfigError {
             path,
             message: message.into(),
@@ -417,14 +427,25 @@ impl Config {
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         let mut problems = Problems::default();
-        if raw.auth.is_some() {
-            problems.not_supported_yet("$.auth".into(), "JWT verification");
+        let policy_names: Vec<&String> = raw.auth.keys().collect();
+        let mut policies = Vec::with_capacity(raw.auth.len());
+        for (name, policy) in &raw.auth {
+            let at = key_path("$.auth", name);
+            if let Some(p) = validate_policy(name, policy, &at, &mut problems) {
+                policies.push(p);
+            }
         }
         let settings = edge::settings(raw.settings.as_ref(), &mut problems);
         let admin = raw
             .admin
             .as_ref()
             .and_then(|a| caching::admin(a, &mut problems));
+        let mut claim_headers: Vec<String> = policies
+            .iter()
+            .flat_map(|p| p.forward_claims.iter().map(|(_, h)| h.clone()))
+            .collect();
+        claim_headers.sort();
+        claim_headers.dedup();
         let origin_names: Vec<&String> = raw.origins.keys().collect();
         let mut origins = Vec::with_capacity(raw.origins.len());
         for (name, origin) in &raw.origins {
@@ -444,7 +465,8 @@ impl Config {
                     Some("route names appear in logs and {route}: give each route its own"),
                 );
             }
-            if let Some(r) = validate_route(route, &at, &origin_names, &mut problems) {
+            if let Some(r) = validate_route(route, &at, &origin_names, &policy_names, &mut problems)
+            {
                 routes.push(r);
                 file_index.push(i);
             }
@@ -476,6 +498,8 @@ impl Config {
                 routes,
                 settings,
                 admin,
+                policies,
+                claim_headers,
                 table,
             }),
             Ok(_) => Err(ConfigErrors(problems.0)),
@@ -873,16 +897,12 @@ fn validate_route(
     raw: &RawRoute,
     at: &str,
     origin_names: &[&String],
+    policy_names: &[&String],
     problems: &mut Problems,
 ) -> Option<Route> {
     let before = problems.0.len();
     if raw.name.is_empty() {
         problems.add(format!("{at}.name"), "a route name must not be empty", None);
-    }
-    for (field, present, feature) in [("auth", raw.auth.is_some(), "JWT verification")] {
-        if present {
-            problems.not_supported_yet(format!("{at}.{field}"), feature);
-        }
     }
 
     let host = raw
@@ -935,6 +955,11 @@ fn validate_route(
         );
     }
 
+    let auth = raw
+        .auth
+        .as_ref()
+        .and_then(|a| validate_route_auth(a, &format!("{at}.auth"), policy_names, problems));
+
     let rewrite = match &raw.rewrite {
         None => Rewrite::None,
         Some(rw) => validate_rewrite(rw, &raw.path, &params, &format!("{at}.rewrite"), problems),
@@ -985,6 +1010,7 @@ fn validate_route(
         methods,
         origin: origin?,
         rewrite,
+        auth,
         request_headers,
         response_headers,
     })

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::auth::AuthError;
 use crate::path::PathError;
 
 /// What went wrong with a request, named for what happened.
@@ -29,6 +30,9 @@ pub enum GatewayError {
     RateLimited { retry_after_s: u32 },
     /// The path matches, the method does not; the methods that would.
     MethodNotAllowed { allow: Vec<String> },
+    /// Auth refused the request: 401, or 403 for a missing scope or required claim; 500
+    /// `config_invalid` when the HMAC secret binding is missing or too short.
+    Auth(AuthError),
     /// The loaded config failed validation.
     ConfigInvalid,
     /// Every allowed attempt to reach an origin failed.
@@ -65,6 +69,9 @@ impl GatewayError {
             GatewayError::HeadersTooLarge => 431,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::Auth(e) if e.is_config_problem() => 500,
+            GatewayError::Auth(e) if e.is_forbidden() => 403,
+            GatewayError::Auth(_) => 401,
             GatewayError::ConfigInvalid => 500,
             GatewayError::OriginUnavailable => 502,
             GatewayError::OriginTimeout => 504,
@@ -82,6 +89,9 @@ impl GatewayError {
             GatewayError::HeadersTooLarge => "headers_too_large",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::Auth(e) if e.is_config_problem() => "config_invalid",
+            GatewayError::Auth(e) if e.is_forbidden() => "forbidden",
+            GatewayError::Auth(_) => "unauthorized",
             GatewayError::ConfigInvalid => "config_invalid",
             GatewayError::OriginUnavailable => "origin_unavailable",
             GatewayError::OriginTimeout => "origin_timeout",
@@ -104,6 +114,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { allow } => {
                 format!("this path accepts only: {}", allow.join(", "))
             }
+            GatewayError::Auth(e) if e.is_config_problem() => GatewayError::ConfigInvalid.message(),
+            GatewayError::Auth(e) => e.public_message().into(),
             GatewayError::ConfigInvalid => {
                 "the gateway's configuration is invalid; its log names each problem".into()
             }
@@ -138,6 +150,17 @@ impl GatewayError {
                 headers.push(("retry-after".to_string(), retry_after_s.to_string()))
             }
             _ => {}
+        }
+        if let GatewayError::Auth(e) = self {
+            let challenge = match e {
+                e if e.is_config_problem() => None,
+                AuthError::MissingToken => Some("Bearer"),
+                e if e.is_forbidden() => Some("Bearer error=\"insufficient_scope\""),
+                _ => Some("Bearer error=\"invalid_token\""),
+            };
+            if let Some(c) = challenge {
+                headers.push(("www-authenticate".to_string(), c.to_string()));
+            }
         }
         ErrorResponse {
             status: self.status(),
@@ -177,6 +200,22 @@ mod tests {
                 "method_not_allowed",
             ),
             (GatewayError::ConfigInvalid, 500, "config_invalid"),
+            (
+                GatewayError::Auth(AuthError::MissingToken),
+                401,
+                "unauthorized",
+            ),
+            (GatewayError::Auth(AuthError::Expired), 401, "unauthorized"),
+            (
+                GatewayError::Auth(AuthError::InsufficientScope),
+                403,
+                "forbidden",
+            ),
+            (
+                GatewayError::Auth(AuthError::KeysUnavailable("hmac_secret")),
+                500,
+                "config_invalid",
+            ),
             (GatewayError::OriginUnavailable, 502, "origin_unavailable"),
             (GatewayError::OriginTimeout, 504, "origin_timeout"),
         ];
@@ -199,5 +238,32 @@ mod tests {
         assert!(r.headers.contains(&("allow".into(), "GET, HEAD".into())));
         let r = GatewayError::RateLimited { retry_after_s: 10 }.response("x");
         assert!(r.headers.contains(&("retry-after".into(), "10".into())));
+    }
+
+    #[test]
+    fn auth_errors_carry_the_bearer_challenge() {
+        let challenge = |e: AuthError| {
+            GatewayError::Auth(e)
+                .response("r")
+                .headers
+                .into_iter()
+                .find(|(n, _)| n == "www-authenticate")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(
+            challenge(AuthError::MissingToken).as_deref(),
+            Some("Bearer")
+        );
+        assert_eq!(
+            challenge(AuthError::BadSignature).as_deref(),
+            Some("Bearer error=\"invalid_token\"")
+        );
+        assert_eq!(
+            challenge(AuthError::InsufficientScope).as_deref(),
+            Some("Bearer error=\"insufficient_scope\"")
+        );
+        assert_eq!(challenge(AuthError::KeysUnavailable("hmac_secret")), None);
+        let body = GatewayError::Auth(AuthError::Expired).response("r").body;
+        assert!(body.contains("expired"), "{body}");
     }
 }

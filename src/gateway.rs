@@ -5,6 +5,9 @@
 //! [`ForwardPlan`]: the upstream URL, method, headers and timeout. [`Gateway::response_headers`]
 //! turns the origin's response headers into the client's. Nothing here does I/O or reads a clock.
 
+use std::collections::BTreeMap;
+
+use crate::auth::{token, AuthError, Identity, Prepared};
 use crate::cache;
 use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
 use crate::error::GatewayError;
@@ -94,10 +97,38 @@ pub struct ForwardPlan {
     pub rate_limit: Option<(String, String)>,
     /// What the edge cache does with this request, on a route with `cache`.
     pub cache: Option<CacheStep>,
+    /// The verified claims' header forms, for `{claim.NAME}` in response headers.
+    claims: BTreeMap<String, String>,
     client_ip: Option<String>,
     public_origin: String,
     public_host: String,
     request_id: String,
+}
+
+/// A matched request before auth (steps 2, 3 and the keyless part of 5).
+#[derive(Debug, Clone)]
+pub struct Matched {
+    /// Index into the config's routes.
+    pub route: usize,
+    pub path: String,
+    pub params: Vec<(String, String)>,
+    /// What auth still needs.
+    pub auth: AuthStep,
+}
+
+/// What step 5 needs from the adapter.
+#[derive(Debug, Clone)]
+pub enum AuthStep {
+    /// A public route.
+    Public,
+    /// An optional policy and no token: forward without identity.
+    Anonymous,
+    /// A token that passed every keyless check: verify its signature with the policy's keys,
+    /// then call [`Gateway::authenticated`].
+    Verify { policy: usize, token: Box<Prepared> },
+    /// A token the caller's verified-token cache already holds for this policy (see
+    /// [`Gateway::matched_with`]): not parsed again.
+    Cached { policy: usize, token: String },
 }
 
 /// What the edge cache does with a request.
@@ -286,8 +317,51 @@ impl Gateway {
         Gateway { config }
     }
 
-    /// Decides what to do with a request. See the module docs.
+    /// Decides what to do with a request that needs no signature verification (public routes,
+    /// anonymous requests on optional ones); a token to verify is refused with 401 here, since
+    /// only the adapter can verify it (see [`Gateway::matched`]).
     pub fn plan(&self, req: &Incoming<'_>, request_id: &str) -> Result<ForwardPlan, Refusal> {
+        let m = self.matched(req)?;
+        if let AuthStep::Verify { .. } = m.auth {
+            return Err(self.auth_refusal(&m, AuthError::KeysUnavailable("no verifier")));
+        }
+        Ok(self.forward_plan(&m, req, request_id, None))
+    }
+
+    /// [`Gateway::plan`] with the signature verified outside the Worker (the CLI, tests): see
+    /// [`crate::auth::verify::verify_prepared`]; `now` in seconds since the epoch.
+    pub fn plan_at(
+        &self,
+        req: &Incoming<'_>,
+        request_id: &str,
+        now: i64,
+        secret: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<ForwardPlan, Refusal> {
+        let m = self.matched(req)?;
+        let identity = match &m.auth {
+            AuthStep::Verify { policy, token } => {
+                crate::auth::verify::verify_prepared(&self.config.policies[*policy], token, secret)
+                    .map_err(|e| self.auth_refusal(&m, e))?;
+                Some(self.authenticated(&m, now)?)
+            }
+            _ => None,
+        };
+        Ok(self.forward_plan(&m, req, request_id, identity.as_ref()))
+    }
+
+    /// Steps 2 and 3, and the part of step 5 that needs no key: the route, or the refusal.
+    pub fn matched(&self, req: &Incoming<'_>) -> Result<Matched, Refusal> {
+        self.matched_with(req, |_, _| false)
+    }
+
+    /// [`Gateway::matched`], where `is_cached(policy, token)` says whether the caller holds a
+    /// still-valid verification of this exact token for this policy: such a token becomes
+    /// [`AuthStep::Cached`] without being parsed again.
+    pub fn matched_with(
+        &self,
+        req: &Incoming<'_>,
+        is_cached: impl Fn(usize, &str) -> bool,
+    ) -> Result<Matched, Refusal> {
         let refuse = |error, route, path: Option<&str>| Refusal {
             error,
             route,
@@ -321,9 +395,12 @@ impl Gateway {
             Lookup::NoRoute => return Err(refuse(GatewayError::NoRoute, None, Some(&normalized))),
         };
         let route = &cfg.routes[index];
-        let origin = &cfg.origins[route.origin];
-        let client_ip = client_ip(req.headers);
-        if !route.policy.ip_rules.allows(client_ip.as_deref()) {
+        // Step 4, edge policy, before auth: IP rules, then the declared body size.
+        if !route
+            .policy
+            .ip_rules
+            .allows(client_ip(req.headers).as_deref())
+        {
             let error = GatewayError::Forbidden("your address may not use this route");
             return Err(refuse(error, Some(index), Some(&normalized)));
         }
@@ -334,16 +411,102 @@ impl Gateway {
                 Some(&normalized),
             ));
         }
+        let auth = match &route.auth {
+            None => AuthStep::Public,
+            Some(ra) => {
+                let policy = &cfg.policies[ra.policy];
+                match token::extract(&policy.token_from, req.headers) {
+                    None if ra.optional => AuthStep::Anonymous,
+                    None => {
+                        return Err(refuse(
+                            GatewayError::Auth(AuthError::MissingToken),
+                            Some(index),
+                            Some(&normalized),
+                        ))
+                    }
+                    Some(t) if is_cached(ra.policy, t) => AuthStep::Cached {
+                        policy: ra.policy,
+                        token: t.to_string(),
+                    },
+                    Some(t) => match policy.prepare(t) {
+                        Ok(token) => AuthStep::Verify {
+                            policy: ra.policy,
+                            token: Box::new(token),
+                        },
+                        Err(e) => {
+                            return Err(refuse(
+                                GatewayError::Auth(e),
+                                Some(index),
+                                Some(&normalized),
+                            ))
+                        }
+                    },
+                }
+            }
+        };
+        Ok(Matched {
+            route: index,
+            path: normalized,
+            params,
+            auth,
+        })
+    }
+
+    /// The refusal of a matched request by auth.
+    pub fn auth_refusal(&self, m: &Matched, error: AuthError) -> Refusal {
+        Refusal {
+            error: GatewayError::Auth(error),
+            route: Some(m.route),
+            path: Some(m.path.clone()),
+        }
+    }
+
+    /// After the adapter verified the signature of `AuthStep::Verify`'s token: the claims
+    /// checks at `now` (seconds since the epoch), giving the identity or the refusal.
+    pub fn authenticated(&self, m: &Matched, now: i64) -> Result<Identity, Refusal> {
+        match &m.auth {
+            AuthStep::Verify { policy, token } => self.config.policies[*policy]
+                .finish(token, now)
+                .map_err(|e| self.auth_refusal(m, e)),
+            _ => Err(self.auth_refusal(m, AuthError::MissingToken)),
+        }
+    }
+
+    /// Step 7: the origin request for a matched (and, where needed, authenticated) request.
+    pub fn forward_plan(
+        &self,
+        m: &Matched,
+        req: &Incoming<'_>,
+        request_id: &str,
+        identity: Option<&Identity>,
+    ) -> ForwardPlan {
+        let cfg = &self.config;
+        let (index, normalized, params) = (m.route, &m.path, &m.params);
+        // `matched` split the same URL.
+        let url = split_url(req.url).unwrap_or(UrlParts {
+            scheme: "https",
+            authority: "",
+            host: "",
+            path: "/",
+            query: None,
+        });
+        let route = &cfg.routes[index];
+        let origin = &cfg.origins[route.origin];
+        let forwarded_path = rewrite_path(route, normalized, params);
+        let client_ip = client_ip(req.headers);
+        let claims = identity.map(|i| &i.claims);
+        let claim = |name: &str| claims.and_then(|c| c.get(name)).map(String::as_str);
         let rate_limit = route.policy.rate_limit.as_ref().and_then(|rl| {
             rl.key_for(&route.name, client_ip.as_deref(), req.headers)
                 .map(|key| (rl.binding.clone(), key))
         });
-        let forwarded_path = rewrite_path(route, &normalized, &params);
         let fwd = Forwarding {
             client_ip: client_ip.as_deref(),
             proto: url.scheme,
             public_host: url.authority,
             request_id,
+            claim_headers: &cfg.claim_headers,
+            forward_claims: identity.map_or(&[], |i| i.forward.as_slice()),
         };
         let lookup = |v: &Var| {
             lookup_var(
@@ -352,15 +515,15 @@ impl Gateway {
                 client_ip.as_deref(),
                 &route.name,
                 url.authority,
-                &params,
+                params,
+                claims,
             )
         };
         let headers = headers::request_plan(req.headers, &fwd, &route.request_headers, lookup);
-        Ok(ForwardPlan {
+        ForwardPlan {
             route: index,
             method: req.method.to_string(),
             origin: route.origin,
-            forward_path: forwarded_path,
             query: url.query.map(str::to_string),
             hash_key: hash_key(origin, req.headers, client_ip.as_deref()),
             cors_origin: route
@@ -380,21 +543,23 @@ impl Gateway {
                         key: rule.key(
                             &route.name,
                             url.host,
-                            &normalized,
+                            normalized,
                             url.query,
                             req.headers,
-                            |_| None,
+                            claim,
                         ),
                     },
                 }),
+            forward_path: forwarded_path,
             headers,
             path: normalized.clone(),
             params: params.clone(),
+            claims: identity.map(|i| i.claims.clone()).unwrap_or_default(),
             client_ip: client_ip.clone(),
             public_origin: format!("{}://{}", url.scheme, url.authority),
             public_host: url.authority.to_string(),
             request_id: request_id.to_string(),
-        })
+        }
     }
 
     /// The headers the client receives for an origin's response to `plan`.
@@ -417,6 +582,7 @@ impl Gateway {
                 &route.name,
                 &plan.public_host,
                 &plan.params,
+                Some(&plan.claims),
             )
         };
         let mut out = headers::response_plan(
@@ -588,6 +754,7 @@ fn lookup_var<'a>(
     route: &'a str,
     host: &'a str,
     params: &'a [(String, String)],
+    claims: Option<&'a BTreeMap<String, String>>,
 ) -> Option<&'a str> {
     match v {
         Var::RequestId => Some(request_id),
@@ -598,6 +765,7 @@ fn lookup_var<'a>(
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str()),
+        Var::Claim(name) => claims?.get(name).map(String::as_str),
     }
 }
 

@@ -29,7 +29,7 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name) || name.starts_with("proxy-")
 }
 
-fn is_gateway_owned(name: &str) -> bool {
+pub(crate) fn is_gateway_owned(name: &str) -> bool {
     GATEWAY_OWNED.contains(&name) || name.starts_with("x-forwarded-")
 }
 
@@ -94,13 +94,19 @@ pub struct Forwarding<'a> {
     /// The host (and port, when not the default) the client asked for.
     pub public_host: &'a str,
     pub request_id: &'a str,
+    /// Every policy's `forward_claims` header names: a client's copies are dropped on every
+    /// route.
+    pub claim_headers: &'a [String],
+    /// The verified claims to forward (header, value), set after the route's rules.
+    pub forward_claims: &'a [(String, String)],
 }
 
 /// The headers the origin receives. Contract (SPEC.md step 7), in this order:
 /// hop-by-hop headers, headers named in `Connection`, `host`, and client copies of the headers the
 /// gateway owns are dropped; `x-request-id`, `x-forwarded-for` (only the client address, never
 /// appended to), `x-forwarded-proto` and `x-forwarded-host` are set; then the route's
-/// `request_headers` apply.
+/// `request_headers` apply; then the verified claims are set (a client's copies of every
+/// policy's claim headers having been dropped with the gateway-owned ones).
 pub fn request_plan<'a>(
     incoming: &[(String, String)],
     fwd: &Forwarding<'_>,
@@ -111,7 +117,11 @@ pub fn request_plan<'a>(
     let mut out: HeaderList = incoming
         .iter()
         .filter(|(n, _)| {
-            !is_hop_by_hop(n) && !is_gateway_owned(n) && n != "host" && !named.contains(n)
+            !is_hop_by_hop(n)
+                && !is_gateway_owned(n)
+                && n != "host"
+                && !named.contains(n)
+                && !fwd.claim_headers.contains(n)
         })
         .cloned()
         .collect();
@@ -122,6 +132,10 @@ pub fn request_plan<'a>(
     out.push(("x-forwarded-proto".into(), fwd.proto.into()));
     out.push(("x-forwarded-host".into(), fwd.public_host.into()));
     apply_rules(&mut out, rules, &lookup);
+    for (name, value) in fwd.forward_claims {
+        out.retain(|(n, _)| n != name);
+        out.push((name.clone(), value.clone()));
+    }
     out
 }
 

@@ -3,9 +3,10 @@
 //! that does the I/O.
 //!
 //! Modules, in the order a request meets them:
-//! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`gateway`] (the plan),
-//! [`headers`], [`upstream`] (servers and retries), [`error`], [`log`].
+//! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`auth`], [`gateway`] (the
+//! plan), [`headers`], [`cache`], [`upstream`] (servers and retries), [`error`], [`log`].
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;

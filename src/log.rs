@@ -34,6 +34,22 @@ pub struct Attempt {
     pub ejected_for_ms: Option<u64>,
 }
 
+/// The auth outcome of a request on a route with a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthLog {
+    /// `verified`, `cached` (a verified token seen again), `anonymous`, `refused`.
+    pub outcome: &'static str,
+    /// The reason code when refused (`expired`, `bad_signature`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The token's `kid`, cut to 64 characters. Never the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// The verified token's `iss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
 /// The log line. Serialize it with [`LogLine::to_json`].
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine<'a> {
@@ -49,6 +65,8 @@ pub struct LogLine<'a> {
     /// problems. Never a header value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthLog>,
     pub attempts: Vec<Attempt>,
     /// The `x-cache-status` given, on routes with `cache`.
     #[serde(skip_serializing_if = "Option::is_none")]

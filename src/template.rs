@@ -20,6 +20,8 @@ pub enum Var {
     Host,
     /// `{param.NAME}` in a header, or `{NAME}` in a rewrite path: a captured path parameter.
     Param(String),
+    /// `{claim.NAME}`: a claim of the verified token (absent on public and anonymous requests).
+    Claim(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +51,6 @@ pub enum TemplateError {
     Unclosed,
     StrayClosingBrace,
     Unknown(String),
-    NotSupportedYet(String),
     UnknownParam(String),
 }
 
@@ -60,11 +61,8 @@ impl fmt::Display for TemplateError {
             TemplateError::StrayClosingBrace => write!(f, "a '}}' closes nothing (write '}}}}' for a literal brace)"),
             TemplateError::Unknown(p) => write!(
                 f,
-                "unknown placeholder {{{p}}}; known: {{request_id}}, {{client_ip}}, {{route}}, {{host}}, {{param.NAME}}"
+                "unknown placeholder {{{p}}}; known: {{request_id}}, {{client_ip}}, {{route}}, {{host}}, {{param.NAME}}, {{claim.NAME}}"
             ),
-            TemplateError::NotSupportedYet(p) => {
-                write!(f, "placeholder {{{p}}} is not supported yet (it arrives with JWT verification)")
-            }
             TemplateError::UnknownParam(p) => {
                 write!(f, "the route's path has no parameter named '{p}'")
             }
@@ -127,7 +125,9 @@ impl Template {
                 "route" => Ok(Var::Route),
                 "host" => Ok(Var::Host),
                 n if n.starts_with("param.") => param(&n["param.".len()..]),
-                n if n.starts_with("claim.") => Err(TemplateError::NotSupportedYet(n.to_string())),
+                n if n.starts_with("claim.") && n.len() > "claim.".len() => {
+                    Ok(Var::Claim(n["claim.".len()..].to_string()))
+                }
                 n => Err(TemplateError::Unknown(n.to_string())),
             },
         }
@@ -208,9 +208,9 @@ mod tests {
                 TemplateError::Unknown("nope".into()),
             ),
             (
-                "{claim.sub}",
+                "{claim.}",
                 Syntax::Header,
-                TemplateError::NotSupportedYet("claim.sub".into()),
+                TemplateError::Unknown("claim.".into()),
             ),
             (
                 "{param.nope}",

@@ -84,3 +84,23 @@ def test_explain_prints_route_params_and_upstream():
     r = cli("explain", str(ROOT / "routes.json"), "PATCH", "https://api.example.com/api/users/7")
     assert r.returncode == 1
     assert "405 method_not_allowed" in r.stdout
+
+
+def test_explain_verifies_an_hs256_token_with_the_secret_from_the_environment():
+    import base64, hashlib, hmac, os, time
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    secret = "a-test-secret-for-explain-0123456789abcdef"
+    now = int(time.time())
+    head = b64(json.dumps({"alg": "HS256"}).encode())
+    body = b64(json.dumps({"sub": "cli-user", "iss": "portcullis-dev", "aud": "api", "exp": now + 60,
+                           "scope": "profile:read"}).encode())
+    sig = b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    args = ["explain", str(ROOT / "routes.json"), "GET", "https://localhost/api/me",
+            f"authorization: Bearer {head}.{body}.{sig}"]
+    env = dict(os.environ, JWT_SECRET=secret)
+    r = subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "x-user-id: cli-user" in r.stdout, r.stdout
+    env["JWT_SECRET"] = "another-secret-of-the-same-length-0123456789"
+    r = subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and "401 unauthorized" in r.stdout and "bad_signature" in r.stdout, r.stdout

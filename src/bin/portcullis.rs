@@ -60,7 +60,12 @@ fn explain(path: &str, method: &str, url: &str, header_args: &[String]) -> ExitC
         url,
         headers: &headers,
     };
-    match gateway.plan(&request, "explain") {
+    // The CLI is an adapter: it may read the clock and the environment (HMAC secrets).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let secret = |name: &str| std::env::var(name).ok().map(String::into_bytes);
+    match gateway.plan_at(&request, "explain", now, secret) {
         Ok(plan) => {
             let route = gateway.route(&plan);
             let origin = &gateway.config.origins[route.origin];
@@ -114,6 +119,9 @@ fn explain(path: &str, method: &str, url: &str, header_args: &[String]) -> ExitC
             let response = refusal.error.response("explain");
             println!("refused:     {} {}", response.status, refusal.error.code());
             println!("message:     {}", refusal.error.message());
+            if let portcullis::GatewayError::Auth(e) = &refusal.error {
+                println!("reason:      {e}");
+            }
             for (name, value) in response.headers.iter().filter(|(n, _)| n == "allow") {
                 println!("{name}:       {value}");
             }

@@ -417,16 +417,16 @@ fn every_rejection_names_its_json_path() {
             "no parameter named 'nope'",
         ),
         (
-            "claim placeholder",
+            "empty claim placeholder",
             Box::new(|v| {
                 set(
                     v,
                     "/routes/0/request_headers/set",
-                    json!({"x-a": "{claim.sub}"}),
+                    json!({"x-a": "{claim.}"}),
                 )
             }),
             "$.routes[0].request_headers.set[\"x-a\"]",
-            "not supported yet",
+            "unknown placeholder",
         ),
         (
             "bad header to remove",
@@ -435,16 +435,16 @@ fn every_rejection_names_its_json_path() {
             "not a valid header name",
         ),
         (
-            "auth policies",
-            Box::new(|v| set(v, "/auth", json!({}))),
-            "$.auth",
-            "not supported yet",
+            "auth policy with no keys",
+            Box::new(|v| set(v, "/auth", json!({"main": {"algorithms": ["RS256"]}}))),
+            "$.auth.main",
+            "no way to get keys",
         ),
         (
-            "route auth",
+            "route naming an auth policy that does not exist",
             Box::new(|v| set(v, "/routes/0/auth", json!("main"))),
             "$.routes[0].auth",
-            "not supported yet",
+            "no auth policy is named",
         ),
         ("unknown balance", Box::new(|v| set(v, "/origins/users/balance", json!("fastest"))), "$.origins.users.balance", "unknown balance"),
         ("hash without hash_on", Box::new(|v| set(v, "/origins/users/balance", json!("hash"))), "$.origins.users.hash_on", "needs hash_on"),

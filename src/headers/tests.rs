@@ -32,6 +32,8 @@ const FWD: Forwarding<'static> = Forwarding {
     proto: "https",
     public_host: "api.example.com",
     request_id: "rid",
+    claim_headers: &[],
+    forward_claims: &[],
 };
 
 #[test]
@@ -234,4 +236,40 @@ fn header_syntax_checks() {
         assert!(is_hop_by_hop(name), "{name}");
     }
     assert!(!is_hop_by_hop("accept"));
+}
+
+#[test]
+fn client_copies_of_claim_headers_are_dropped_and_verified_claims_set_last() {
+    let claim_headers = vec!["x-user-id".to_string(), "x-user-email".to_string()];
+    let forward = vec![("x-user-id".to_string(), "alice".to_string())];
+    let incoming = h(&[
+        ("x-user-id", "mallory"),
+        ("x-user-email", "m@evil.example"),
+        ("accept", "*/*"),
+    ]);
+    // Public route: copies dropped, nothing forwarded.
+    let public = Forwarding {
+        claim_headers: &claim_headers,
+        ..FWD
+    };
+    let out = request_plan(&incoming, &public, &HeaderRules::default(), lookup);
+    assert!(
+        !out.iter().any(|(n, _)| n.starts_with("x-user-")),
+        "{out:?}"
+    );
+    // Authenticated: the verified value wins even over a route rule setting the same header.
+    let authed = Forwarding {
+        claim_headers: &claim_headers,
+        forward_claims: &forward,
+        ..FWD
+    };
+    let r = rules(&[("x-user-id", "from-rule")], &[], &[]);
+    let out = request_plan(&incoming, &authed, &r, lookup);
+    let ids: Vec<&str> = out
+        .iter()
+        .filter(|(n, _)| n == "x-user-id")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(ids, ["alice"]);
+    assert!(!out.iter().any(|(n, _)| n == "x-user-email"));
 }

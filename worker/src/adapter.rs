@@ -11,6 +11,7 @@ use futures_util::future::{select, Either};
 use portcullis::cache::{self, Freshness, Store};
 use portcullis::gateway::{
     bearer_matches, content_length, AdminRequest, CacheStep, ForwardPlan, Gateway, Incoming,
+    Refusal,
 };
 use portcullis::log::{Attempt, LogLine, Outcome};
 use portcullis::request_id::RequestIds;
@@ -71,6 +72,7 @@ struct Isolate {
     /// Cache keys being refreshed in the background (stale-while-revalidate), so that concurrent
     /// requests for a stale entry start one refresh, not many. Bounded.
     refreshing: RefCell<std::collections::HashSet<String>>,
+    auth: crate::auth::AuthCache,
 }
 
 /// At most this many background refreshes at once per isolate.
@@ -134,6 +136,7 @@ fn isolate(env: &Env) -> &'static Isolate {
             ids: RefCell::new(RequestIds::new(random_seed())),
             pools: RefCell::new(pools),
             refreshing: RefCell::new(std::collections::HashSet::new()),
+            auth: Default::default(),
         }));
         *cell.borrow_mut() = Some(isolate);
         isolate
@@ -654,6 +657,7 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
         status: 0,
         error: None,
         detail: None,
+        auth: None,
         attempts: Vec::new(),
         cache: None,
         duration_ms: 0,
@@ -687,8 +691,9 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
         worker::console_log!("{}", log.to_json());
         return response;
     }
+    // Steps 2-5: a CORS preflight is answered at the edge; otherwise match, then auth (the core
+    // checks what needs no key; crate::auth verifies).
     let planned = match gateway.preflight(&incoming) {
-        None => gateway.plan(&incoming, &request_id),
         Some(Ok(cors_headers)) => {
             log.status = 204;
             log.duration_ms = elapsed();
@@ -696,10 +701,40 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
             return preflight_response(cors_headers, &request_id);
         }
         Some(Err(refusal)) => Err(refusal),
+        None => {
+            let now = js_sys::Date::now();
+            let cached = |policy: usize, token: &str| isolate.auth.is_cached(policy, token, now);
+            match gateway.matched_with(&incoming, cached) {
+                Ok(m) => {
+                    let outcome = isolate.auth.authenticate(gateway, &m, &env, now).await;
+                    log.auth = outcome.log;
+                    log.detail = outcome.detail;
+                    match outcome.error {
+                        Some(e) => Err(gateway.auth_refusal(&m, e)),
+                        None => Ok(gateway.forward_plan(
+                            &m,
+                            &incoming,
+                            &request_id,
+                            outcome.identity.as_ref(),
+                        )),
+                    }
+                }
+                Err(refusal) => Err(refusal),
+            }
+        }
     };
     let plan = match planned {
         Ok(plan) => plan,
-        Err(refusal) => {
+        Err::<_, Refusal>(refusal) => {
+            if let (GatewayError::Auth(e), None) = (&refusal.error, &log.auth) {
+                // Refused before any key was needed (no token, malformed, alg, headers).
+                log.auth = Some(portcullis::log::AuthLog {
+                    outcome: "refused",
+                    reason: Some(e.reason()),
+                    kid: None,
+                    iss: None,
+                });
+            }
             log.path = refusal.path.as_deref();
             log.route = refusal
                 .route

@@ -1,6 +1,7 @@
 //! Portcullis as a Cloudflare Worker. The entry point only hands the request to the adapter.
 
 mod adapter;
+mod auth;
 mod cache;
 
 use worker::{event, Context, Env};
