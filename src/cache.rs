@@ -115,6 +115,11 @@ impl CacheRule {
         if method != "GET" && method != "HEAD" {
             return Use::Bypass;
         }
+        // A request with credentials is cached only under the claims that identify its caller
+        // (SPEC.md, security invariants); a rule without claims does not cache it.
+        if self.claims.is_empty() && header(headers, "authorization").is_some() {
+            return Use::Bypass;
+        }
         if self.client_no_cache {
             let no_cache = directives(headers)
                 .iter()

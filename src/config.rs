@@ -997,7 +997,7 @@ fn validate_route(
     let cache = raw
         .cache
         .as_ref()
-        .and_then(|c| caching::cache_rule(c, &format!("{at}.cache"), problems));
+        .and_then(|c| caching::cache_rule(c, raw.auth.is_some(), &format!("{at}.cache"), problems));
     if problems.0.len() != before {
         return None;
     }

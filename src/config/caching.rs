@@ -44,7 +44,14 @@ pub struct Admin {
     pub token_env: String,
 }
 
-pub(super) fn cache_rule(raw: &RawCache, at: &str, problems: &mut Problems) -> Option<CacheRule> {
+/// `has_auth`: whether the route has an auth policy. A cached response on such a route is keyed
+/// by the claims that identify the caller, or it could reach another caller: validation insists.
+pub(super) fn cache_rule(
+    raw: &RawCache,
+    has_auth: bool,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<CacheRule> {
     let before = problems.0.len();
     if !(1..=31_536_000).contains(&raw.ttl_s) {
         problems.add(
@@ -87,7 +94,7 @@ pub(super) fn cache_rule(raw: &RawCache, at: &str, problems: &mut Problems) -> O
                 .collect()
         }
     };
-    let (mut query, mut headers) = (Vec::new(), Vec::new());
+    let (mut query, mut headers, mut claims) = (Vec::new(), Vec::new(), Vec::new());
     if let Some(key) = &raw.key {
         for (i, q) in key.query.iter().enumerate() {
             if q.is_empty() || q.contains(['&', '=', '#']) {
@@ -105,9 +112,31 @@ pub(super) fn cache_rule(raw: &RawCache, at: &str, problems: &mut Problems) -> O
                 headers.push(h.to_ascii_lowercase());
             }
         }
-        if !key.claims.is_empty() {
-            problems.not_supported_yet(format!("{at}.key.claims"), "JWT verification");
+        for (i, c) in key.claims.iter().enumerate() {
+            if c.is_empty() {
+                problems.add(
+                    format!("{at}.key.claims[{i}]"),
+                    "a claim name must not be empty",
+                    None,
+                );
+            } else {
+                claims.push(c.clone());
+            }
         }
+        if !key.claims.is_empty() && !has_auth {
+            problems.add(
+                format!("{at}.key.claims"),
+                "key.claims needs a route with auth: there are no verified claims without it",
+                Some("add \"auth\" to the route, or remove key.claims"),
+            );
+        }
+    }
+    if has_auth && claims.is_empty() {
+        problems.add(
+            format!("{at}.key.claims"),
+            "a cached route with auth must key its entries by the claims that identify the caller",
+            Some("\"key\": { \"claims\": [\"sub\"] }: otherwise one caller's response could reach another"),
+        );
     }
     query.sort();
     query.dedup();
@@ -118,7 +147,7 @@ pub(super) fn cache_rule(raw: &RawCache, at: &str, problems: &mut Problems) -> O
         ttl_s: raw.ttl_s as u32,
         query,
         headers,
-        claims: Vec::new(),
+        claims,
         statuses,
         stale_while_revalidate_s: swr as u32,
         client_no_cache: raw.client_no_cache.unwrap_or(false),

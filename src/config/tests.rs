@@ -483,7 +483,12 @@ fn every_rejection_names_its_json_path() {
         ("cache swr too long", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "stale_while_revalidate_s": 100000}))), "$.routes[0].cache.stale_while_revalidate_s", "between 0 and 86400"),
         ("cache key header", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"headers": ["a b"]}}))), "$.routes[0].cache.key.headers[0]", "not a valid header name"),
         ("cache key query", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"query": ["a=b"]}}))), "$.routes[0].cache.key.query[0]", "not a query parameter name"),
-        ("cache key claims", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"claims": ["sub"]}}))), "$.routes[0].cache.key.claims", "not supported yet"),
+        ("cache key claims without auth", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"claims": ["sub"]}}))), "$.routes[0].cache.key.claims", "needs a route with auth"),
+        ("cached auth route without claims", Box::new(|v| {
+            set(v, "/auth", json!({"main": {"algorithms": ["HS256"], "hmac_secret_env": "JWT_SECRET"}}));
+            set(v, "/routes/0/auth", json!("main"));
+            set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"headers": ["accept"]}}));
+        }), "$.routes[0].cache.key.claims", "identify the caller"),
         ("admin path", Box::new(|v| set(v, "/admin", json!({"path": "/admin/", "token_env": "T"}))), "$.admin.path", "not an admin path prefix"),
         ("admin token env", Box::new(|v| set(v, "/admin", json!({"path": "/_admin", "token_env": "my-token"}))), "$.admin.token_env", "not a Worker secret name"),
         ("route inside admin", Box::new(|v| set(v, "/admin", json!({"path": "/api", "token_env": "T"}))), "$.routes[0].path", "inside the admin path"),

@@ -146,3 +146,70 @@ def test_purge_removes_an_entry_only_with_the_admin_credential(gw, origin):
     after = get(gw, "/cacheable/purge-me?a=5")
     assert after.header("x-cache-status") == "MISS"
     assert after.json()["n"] == 2
+
+
+SECRET = "cache-test-hmac-secret-0123456789abcdef"
+
+
+def hs256(claims: dict) -> str:
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"exp": int(time.time()) + 600, **claims}).encode())
+    sig = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+@pytest.fixture(scope="module")
+def authgw(origin):
+    cfg = {
+        "auth": {"main": {"algorithms": ["HS256"], "hmac_secret_env": "JWT_SECRET",
+                          "forward_claims": {"sub": "x-user"}}},
+        "origins": {"o": {"servers": [{"url": origin.url}]}},
+        "routes": [
+            {"name": "me", "path": "/cacheable-me/{*rest}", "origin": "o", "rewrite": {"path": "/cacheable/me/{rest}"},
+             "auth": "main", "cache": {"ttl_s": 60, "key": {"claims": ["sub"]}}},
+            {"name": "public", "path": "/cacheable/{*rest}", "origin": "o", "cache": {"ttl_s": 60}},
+        ],
+    }
+    with Workerd(json.dumps(cfg), text_bindings={"JWT_SECRET": SECRET}) as wd:
+        yield wd
+
+
+def test_two_users_on_a_claims_keyed_route_never_see_each_others_body(authgw, origin):
+    alice, bob = hs256({"sub": "alice"}), hs256({"sub": "bob"})
+    a1 = send(authgw.base_url, "GET", "/cacheable-me/profile", [("authorization", f"Bearer {alice}")])
+    assert a1.status == 200 and a1.json()["user"] == "alice" and a1.header("x-cache-status") == "MISS"
+    time.sleep(0.2)
+    b1 = send(authgw.base_url, "GET", "/cacheable-me/profile", [("authorization", f"Bearer {bob}")])
+    assert b1.status == 200 and b1.json()["user"] == "bob", b1.body
+    assert b1.header("x-cache-status") == "MISS"
+    time.sleep(0.2)
+    for _ in range(3):
+        a = send(authgw.base_url, "GET", "/cacheable-me/profile", [("authorization", f"Bearer {hs256({'sub': 'alice'})}")])
+        b = send(authgw.base_url, "GET", "/cacheable-me/profile", [("authorization", f"Bearer {bob}")])
+        assert (a.json()["user"], a.header("x-cache-status")) == ("alice", "HIT")
+        assert (b.json()["user"], b.header("x-cache-status")) == ("bob", "HIT")
+
+
+def test_an_unauthenticated_request_to_a_cached_auth_route_gets_401_never_the_body(authgw):
+    send(authgw.base_url, "GET", "/cacheable-me/secret", [("authorization", f"Bearer {hs256({'sub': 'alice'})}")])
+    time.sleep(0.2)
+    for headers in ([], [("authorization", "Bearer not.a.token")], [("authorization", f"Bearer {hs256({'sub': 'alice'})}x")]):
+        r = send(authgw.base_url, "GET", "/cacheable-me/secret", headers)
+        assert r.status == 401, (headers, r.status)
+        assert r.json()["error"] == "unauthorized"
+        assert b"alice" not in r.body
+
+
+def test_credentials_on_a_route_without_claims_are_never_cached(authgw, origin):
+    path = "/cacheable/creds"
+    for _ in range(3):
+        r = send(authgw.base_url, "GET", path, [("authorization", "Bearer someone-elses-token")])
+        assert r.header("x-cache-status") == "BYPASS"
+        time.sleep(0.1)
+    assert send(authgw.base_url, "GET", path).header("x-cache-status") == "MISS"
