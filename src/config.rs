@@ -179,6 +179,8 @@ pub enum HashOn {
     /// A lower-case header name.
     Header(String),
     Cookie(String),
+    /// A verified claim: requests without one (public routes, anonymous callers) use round robin.
+    Claim(String),
 }
 
 /// When a request is attempted again on another server.
@@ -378,16 +380,6 @@ impl Problems {
             message: message.into(),
             hint: hint.map(str::to_string),
         });
-    }
-
-    fn not_supported_yet(&mut self, path: String, arrives_with: &str) {
-        self.add(
-            path,
-            "not supported yet",
-            Some(&format!(
-                "{arrives_with} is not built yet; remove this field for now"
-            )),
-        );
     }
 }
 
@@ -707,9 +699,7 @@ fn parse_hash_on(text: &str) -> Result<HashOn, String> {
         Some(("cookie", name)) if !name.is_empty() && is_valid_header_name(name) => {
             Ok(HashOn::Cookie(name.to_string()))
         }
-        Some(("claim", _)) => {
-            Err("hashing on a claim is not supported yet (it arrives with JWT verification)".into())
-        }
+        Some(("claim", name)) if !name.is_empty() => Ok(HashOn::Claim(name.to_string())),
         _ => Err(format!("\"{text}\" is not a value to hash on")),
     }
 }
@@ -985,6 +975,7 @@ fn validate_route(
             deny_ips: raw.deny_ips.as_ref(),
             rate_limit: raw.rate_limit.as_ref(),
             security_headers: raw.security_headers.as_ref(),
+            has_auth: raw.auth.is_some(),
         },
         methods.as_ref(),
         at,

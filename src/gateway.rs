@@ -224,10 +224,11 @@ fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// The request's value of a pool's `hash_on`.
-fn hash_key(
+fn hash_key<'a>(
     origin: &Origin,
     headers: &[(String, String)],
     client_ip: Option<&str>,
+    claim: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<String> {
     let Balance::Hash(on) = &origin.balance else {
         return None;
@@ -239,6 +240,7 @@ fn hash_key(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone()),
         HashOn::Cookie(name) => cookie(headers, name).map(str::to_string),
+        HashOn::Claim(name) => claim(name).map(str::to_string),
     }
 }
 
@@ -497,7 +499,7 @@ impl Gateway {
         let claims = identity.map(|i| &i.claims);
         let claim = |name: &str| claims.and_then(|c| c.get(name)).map(String::as_str);
         let rate_limit = route.policy.rate_limit.as_ref().and_then(|rl| {
-            rl.key_for(&route.name, client_ip.as_deref(), req.headers)
+            rl.key_for(&route.name, client_ip.as_deref(), req.headers, claim)
                 .map(|key| (rl.binding.clone(), key))
         });
         let fwd = Forwarding {
@@ -525,7 +527,7 @@ impl Gateway {
             method: req.method.to_string(),
             origin: route.origin,
             query: url.query.map(str::to_string),
-            hash_key: hash_key(origin, req.headers, client_ip.as_deref()),
+            hash_key: hash_key(origin, req.headers, client_ip.as_deref(), claim),
             cors_origin: route
                 .policy
                 .cors

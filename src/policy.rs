@@ -298,6 +298,8 @@ pub enum RateKey {
     Header(String),
     /// One counter for the whole route.
     Route,
+    /// A verified claim (routes with auth).
+    Claim(String),
 }
 
 /// A route's rate limit: a Workers Rate Limiting binding and what it counts by.
@@ -313,16 +315,18 @@ impl RateLimit {
     /// The key to count this request under, prefixed with the route so that routes sharing a
     /// binding do not share counters; `None` when the request lacks the value (not limited by
     /// this rule, as with a missing hash key).
-    pub fn key_for(
+    pub fn key_for<'a>(
         &self,
         route: &str,
         client_ip: Option<&str>,
         headers: &[(String, String)],
+        claim: impl Fn(&str) -> Option<&'a str>,
     ) -> Option<String> {
         let value = match &self.key {
             RateKey::ClientIp => client_ip?.to_string(),
             RateKey::Header(name) => headers.iter().find(|(n, _)| n == name)?.1.clone(),
             RateKey::Route => String::new(),
+            RateKey::Claim(name) => claim(name)?.to_string(),
         };
         Some(format!("{route}\u{1f}{value}"))
     }

@@ -176,6 +176,8 @@ pub(super) struct RawRoutePolicy<'a> {
     pub deny_ips: Option<&'a Vec<String>>,
     pub rate_limit: Option<&'a RawRateLimit>,
     pub security_headers: Option<&'a Value>,
+    /// Whether the route has an auth policy (claims exist only there).
+    pub has_auth: bool,
 }
 
 fn cidr_list(list: &[String], at: &str, problems: &mut Problems) -> Vec<Cidr> {
@@ -208,6 +210,7 @@ pub(super) fn route_policy(
     problems: &mut Problems,
 ) -> RoutePolicy {
     let mut policy = RoutePolicy::default();
+    let has_auth = raw.has_auth;
     if let Some(c) = raw.cors {
         let at = format!("{at}.cors");
         if c.origins.is_empty() {
@@ -315,15 +318,22 @@ pub(super) fn route_policy(
             Some(("header", name)) if crate::headers::is_valid_header_name(name) => {
                 Some(RateKey::Header(name.to_ascii_lowercase()))
             }
+            Some(("claim", name)) if !name.is_empty() && has_auth => {
+                Some(RateKey::Claim(name.to_string()))
+            }
             Some(("claim", _)) => {
-                problems.not_supported_yet(format!("{at}.key"), "JWT verification");
+                problems.add(
+                    format!("{at}.key"),
+                    "a claim key needs a route with auth",
+                    Some("add \"auth\" to the route"),
+                );
                 None
             }
             _ => {
                 problems.add(
                     format!("{at}.key"),
                     format!("\"{}\" is not a rate-limit key", r.key),
-                    Some("client_ip, header:NAME or route"),
+                    Some("client_ip, header:NAME, claim:NAME or route"),
                 );
                 None
             }

@@ -201,27 +201,24 @@ fn rate_limit_keys() {
         key,
         period_s: 60,
     };
+    let none = |_: &str| None;
+    let key =
+        |k: RateKey, ip: Option<&str>, h: &[(String, String)]| rl(k).key_for("r", ip, h, none);
     assert_eq!(
-        rl(RateKey::ClientIp)
-            .key_for("r", Some("203.0.113.9"), &headers)
-            .as_deref(),
+        key(RateKey::ClientIp, Some("203.0.113.9"), &headers).as_deref(),
         Some("r\u{1f}203.0.113.9")
     );
-    assert_eq!(rl(RateKey::ClientIp).key_for("r", None, &headers), None);
+    assert_eq!(key(RateKey::ClientIp, None, &headers), None);
     assert_eq!(
-        rl(RateKey::Header("x-api-key".into()))
-            .key_for("r", None, &headers)
-            .as_deref(),
+        key(RateKey::Header("x-api-key".into()), None, &headers).as_deref(),
         Some("r\u{1f}k1")
     );
-    assert_eq!(
-        rl(RateKey::Header("x-other".into())).key_for("r", None, &headers),
-        None
-    );
-    assert_eq!(
-        rl(RateKey::Route).key_for("r", None, &[]).as_deref(),
-        Some("r\u{1f}")
-    );
+    assert_eq!(key(RateKey::Header("x-other".into()), None, &headers), None);
+    assert_eq!(key(RateKey::Route, None, &[]).as_deref(), Some("r\u{1f}"));
+    let sub = |name: &str| (name == "sub").then_some("alice");
+    let claim = |name: &str| rl(RateKey::Claim(name.into())).key_for("r", None, &[], sub);
+    assert_eq!(claim("sub").as_deref(), Some("r\u{1f}alice"));
+    assert_eq!(claim("tenant"), None);
 }
 
 #[test]

@@ -194,3 +194,17 @@ def test_hash_on_a_header_keeps_a_key_on_one_server(three):
         assert len(seen) == 1, seen
         spread = {served_by(send(wd.base_url, "GET", "/p/x", [("x-tenant", f"t{i}")])) for i in range(60)}
         assert spread == {"a", "b", "c"}, spread
+
+
+def test_hash_on_a_verified_claim_keeps_a_user_on_one_server(three):
+    from test_cache import SECRET, hs256
+    cfg = {
+        "auth": {"main": {"algorithms": ["HS256"], "hmac_secret_env": "JWT_SECRET"}},
+        "origins": {"p": pool(three, balance="hash", hash_on="claim:sub")},
+        "routes": [{"name": "p", "path": "/p/{*rest}", "origin": "p", "auth": "main"}],
+    }
+    with Workerd(json.dumps(cfg), text_bindings={"JWT_SECRET": SECRET}) as wd:
+        def server_for(user):
+            return served_by(send(wd.base_url, "GET", "/p/x", [("authorization", f"Bearer {hs256({'sub': user})}")]))
+        assert len({server_for("alice") for _ in range(30)}) == 1
+        assert {server_for(f"user{i}") for i in range(60)} == {"a", "b", "c"}
