@@ -97,6 +97,8 @@ VARIANTS = [
     Variant("hono", "hono", "/api/public/small", what="Hono: router, round robin over 2 origins"),
     Variant("hono-jwt", "hono", "/api/private/small", auth="repeated", what="Hono + jwt middleware, RS256"),
     Variant("gateway", "gateway", "/api/public/small", what="Portcullis, public route, round robin over 2 origins"),
+    Variant("gateway-jwt-fresh", "gateway", "/api/private/small", auth="fresh", what="Portcullis, RS256, a fresh token each request"),
+    Variant("gateway-jwt-repeated", "gateway", "/api/private/small", auth="repeated", what="Portcullis, RS256, a repeated token"),
     Variant("gateway-cache-hit", "gateway", "/api/cached/small", what="Portcullis, cached route (HIT)"),
     Variant("js-passthrough-64k", "js", "/api/public/big", body="big", what="JS Worker, 64 KiB body"),
     Variant("gateway-64k", "gateway", "/api/public/big", body="big", what="Portcullis, 64 KiB body"),
@@ -246,11 +248,15 @@ def proxy_nginx(workdir: Path, port: int, origin_port: int) -> Nginx:
     return Nginx("proxy", body, workdir)
 
 
-def gateway_config(origin_a: str, origin_b: str) -> str:
-    """The gateway doing the same job as the Hono Worker: round robin over the two origins."""
+def gateway_config(origin_a: str, origin_b: str, jwk: dict) -> str:
+    """The gateway doing the same job as the Hono Worker: round robin over the two origins, RS256
+    on the private route with the same key."""
     return json.dumps({
         "origins": {"bench": {"servers": [{"url": origin_a}, {"url": origin_b}], "timeout_ms": 10000}},
+        "auth": {"bench": {"algorithms": ["RS256"], "jwks": {"keys": [jwk]}, "forward_claims": {"sub": "x-user-id"}}},
         "routes": [
+            {"name": "private", "path": "/api/private/{*rest}", "origin": "bench", "auth": "bench",
+             "rewrite": {"path": "/public/{rest}"}},
             {"name": "public", "path": "/api/public/{*rest}", "origin": "bench",
              "rewrite": {"strip_prefix": "/api"}},
             {"name": "cached", "path": "/api/cached/{*rest}", "origin": "bench",
@@ -694,7 +700,7 @@ def main() -> int:
             "js": Workerd(None, text_bindings={"ORIGIN": origin_a}, build_dir=js_dir),
             "hono": Workerd(None, text_bindings={"ORIGINS": f"{origin_a},{origin_b}",
                                                  "JWT_JWK": json.dumps(keys["jwk"])}, build_dir=hono_dir),
-            "gateway": Workerd(gateway_config(origin_a, origin_b), build_dir=WORKER_BUILD),
+            "gateway": Workerd(gateway_config(origin_a, origin_b, keys["jwk"]), build_dir=WORKER_BUILD),
         }
         for name, w in workers.items():
             stack.callback(w.stop)
