@@ -19,6 +19,8 @@ const total = Math.max(1, Math.round(spec.rate * spec.duration_s));
 const agent = new http.Agent({ keepAlive: true, maxSockets: spec.connections, maxFreeSockets: spec.connections });
 const baseHeaders = spec.headers ?? {};
 const tokens = spec.tokens ?? null;
+// With "unique": a new `v` query value on every request (never seen before in this run).
+const uniquePrefix = `${process.pid}-${Date.now()}`;
 
 const latencies = new Float64Array(total);
 let issued = 0, completed = 0, errors = 0, non2xx = 0, bytes = 0;
@@ -32,7 +34,8 @@ function finishOne() {
 function issue(i) {
   const headers = tokens ? { ...baseHeaders, authorization: `Bearer ${tokens[i % tokens.length]}` } : baseHeaders;
   const t0 = performance.now();
-  const req = http.request({ agent, host: url.hostname, port: url.port, path: url.pathname + url.search, headers }, (res) => {
+  const path = spec.unique ? `${url.pathname}?v=${uniquePrefix}-${i}` : url.pathname + url.search;
+  const req = http.request({ agent, host: url.hostname, port: url.port, path, headers }, (res) => {
     if (res.statusCode < 200 || res.statusCode > 399) non2xx++;
     res.on("data", (chunk) => { bytes += chunk.length; });
     res.on("end", () => { latencies[i] = performance.now() - t0; finishOne(); });
