@@ -853,6 +853,14 @@ pub(crate) fn path_params(path: &str) -> Vec<String> {
     params
 }
 
+/// A Worker binding or secret name: a letter or `_`, then letters, digits and `_`.
+fn is_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// A list of methods: not empty, upper case, no repeats.
 fn method_list(list: &[String], at: &str, problems: &mut Problems) -> Vec<String> {
     if list.is_empty() {

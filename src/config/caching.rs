@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{validate_header_name, Problems};
+use super::{is_identifier, validate_header_name, Problems};
 use crate::cache::CacheRule;
 use crate::path;
 
@@ -169,15 +169,7 @@ pub(super) fn admin(raw: &RawAdmin, problems: &mut Problems) -> Option<Admin> {
             Some("a normalized literal path without a trailing slash: \"/_portcullis\""),
         );
     }
-    let env_ok = raw
-        .token_env
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && raw
-            .token_env
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let env_ok = is_identifier(&raw.token_env);
     if !env_ok {
         problems.add(
             format!("{at}.token_env"),

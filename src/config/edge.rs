@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{key_path, method_list, validate_header_name, Problems};
+use super::{is_identifier, key_path, method_list, validate_header_name, Problems};
 use crate::headers::is_valid_header_value;
 use crate::policy::{
     AllowedOrigin, Cidr, Cors, IpRules, RateKey, RateLimit, SizeLimits, DEFAULT_MAX_HEADER_BYTES,
@@ -297,14 +297,7 @@ pub(super) fn route_policy(
     }
     if let Some(r) = raw.rate_limit {
         let at = format!("{at}.rate_limit");
-        let binding_ok = r
-            .binding
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && r.binding
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let binding_ok = is_identifier(&r.binding);
         if !binding_ok {
             problems.add(
                 format!("{at}.binding"),
