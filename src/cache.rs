@@ -14,6 +14,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::headers::first as header;
+
 /// A route's cache rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheRule {
@@ -62,13 +64,6 @@ pub enum Freshness {
     Fresh,
     Stale,
     Expired,
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// The directives of every `Cache-Control` header, lower case, with their values.

@@ -11,7 +11,7 @@ use crate::auth::{token, AuthError, Identity, Prepared};
 use crate::cache;
 use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
 use crate::error::GatewayError;
-use crate::headers::{self, Forwarding, HeaderList, PublicSide};
+use crate::headers::{self, first as header, Forwarding, HeaderList, PublicSide};
 use crate::path;
 use crate::policy::{self, Preflight};
 use crate::router::Lookup;
@@ -242,14 +242,6 @@ fn hash_key<'a>(
         HashOn::Cookie(name) => cookie(headers, name).map(str::to_string),
         HashOn::Claim(name) => claim(name).map(str::to_string),
     }
-}
-
-/// The first value of a header.
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// The request's declared body length.

@@ -48,6 +48,14 @@ pub fn is_valid_header_value(value: &str) -> bool {
         .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
+/// The first value of a header in a list with lower-case names.
+pub fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// The header list type of the plans: lower-case names, in order, repeats allowed.
 pub type HeaderList = Vec<(String, String)>;
 

@@ -324,7 +324,7 @@ impl RateLimit {
     ) -> Option<String> {
         let value = match &self.key {
             RateKey::ClientIp => client_ip?.to_string(),
-            RateKey::Header(name) => headers.iter().find(|(n, _)| n == name)?.1.clone(),
+            RateKey::Header(name) => crate::headers::first(headers, name)?.to_string(),
             RateKey::Route => String::new(),
             RateKey::Claim(name) => claim(name)?.to_string(),
         };

@@ -160,28 +160,27 @@ fn headers_from(list: &[(String, String)]) -> Result<Headers, JsValue> {
     Headers::new_with_str_sequence_sequence(&entries)
 }
 
-fn error_response(error: &GatewayError, request_id: &str) -> Response {
-    let plan = error.response(request_id);
+/// A response the gateway makes itself: a status, a header list and a text body (or none).
+fn own_response(status: u16, list: &[(String, String)], body: Option<&str>) -> Response {
     let init = ResponseInit::new();
-    init.set_status(plan.status);
-    if let Ok(headers) = headers_from(&plan.headers) {
+    init.set_status(status);
+    if let Ok(headers) = headers_from(list) {
         init.set_headers(&headers);
     }
-    Response::new_with_opt_str_and_init(Some(&plan.body), &init)
+    Response::new_with_opt_str_and_init(body, &init)
         .unwrap_or_else(|_| Response::new().expect("an empty Response can always be made"))
+}
+
+fn error_response(error: &GatewayError, request_id: &str) -> Response {
+    let plan = error.response(request_id);
+    own_response(plan.status, &plan.headers, Some(&plan.body))
 }
 
 /// 204 for an allowed CORS preflight, answered at the edge.
 fn preflight_response(cors_headers: Vec<(String, String)>, request_id: &str) -> Response {
-    let init = ResponseInit::new();
-    init.set_status(204);
     let mut list = cors_headers;
     list.push(("x-request-id".to_string(), request_id.to_string()));
-    if let Ok(headers) = headers_from(&list) {
-        init.set_headers(&headers);
-    }
-    Response::new_with_opt_str_and_init(None, &init)
-        .unwrap_or_else(|_| error_response(&GatewayError::OriginUnavailable, request_id))
+    own_response(204, &list, None)
 }
 
 /// How one attempt ended.
@@ -627,13 +626,7 @@ async fn admin_response(
         ("content-type".to_string(), "application/json".to_string()),
         ("x-request-id".to_string(), request_id.to_string()),
     ];
-    let init = ResponseInit::new();
-    init.set_status(200);
-    if let Ok(h) = headers_from(&list) {
-        init.set_headers(&h);
-    }
-    let response =
-        Response::new_with_opt_str_and_init(Some(&body), &init).unwrap_or_else(|_| not_found());
+    let response = own_response(200, &list, Some(&body));
     (response, None)
 }
 
