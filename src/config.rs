@@ -17,6 +17,7 @@ use crate::auth::{Policy, RouteAuth};
 use crate::headers::{is_hop_by_hop, is_valid_header_name, is_valid_header_value};
 use crate::path;
 use crate::router::RouteTable;
+use crate::sso::{Minting, Sso};
 use crate::template::{Syntax, Template};
 
 mod caching;
@@ -43,6 +44,9 @@ struct RawConfig {
     auth: BTreeMap<String, RawPolicy>,
     settings: Option<edge::RawSettings>,
     admin: Option<caching::RawAdmin>,
+    #[serde(default)]
+    sso: BTreeMap<String, crate::sso::config::RawSso>,
+    identity: Option<crate::sso::mint::RawMinting>,
     routes: Vec<RawRoute>,
 }
 
@@ -136,10 +140,17 @@ pub struct Config {
     pub settings: Settings,
     /// The admin endpoint (cache purge), when configured.
     pub admin: Option<Admin>,
-    /// The auth policies, in the order of their names.
+    /// The auth policies, in the order of their names; then one ID token policy per `sso`
+    /// entry (named `sso:NAME`).
     pub policies: Vec<Policy>,
-    /// The `forward_claims` header names of every policy (lower case): a client's copies are
-    /// dropped on every route.
+    /// The single sign-on entries, in the order of their names.
+    pub sso: Vec<Sso>,
+    /// Signed identity for origins, when configured.
+    pub minting: Option<Minting>,
+    /// The session and login cookie names of every `sso` entry: never forwarded to origins.
+    pub sso_cookies: Vec<String>,
+    /// The `forward_claims` header names of every policy and `sso` entry, and the identity
+    /// header (lower case): a client's copies are dropped on every route.
     pub claim_headers: Vec<String>,
     pub(crate) table: RouteTable,
 }
@@ -432,9 +443,48 @@ impl Config {
             .admin
             .as_ref()
             .and_then(|a| caching::admin(a, &mut problems));
+        let sso_names: Vec<&String> = raw.sso.keys().collect();
+        let mut sso = Vec::with_capacity(raw.sso.len());
+        for (name, entry) in &raw.sso {
+            let at = key_path("$.sso", name);
+            if raw.auth.contains_key(name) {
+                problems.add(
+                    at.clone(),
+                    format!("\"{name}\" names an auth policy too"),
+                    Some("routes name either in auth.use: give the sso entry its own name"),
+                );
+            }
+            let index = policies.len();
+            if let Some((s, policy)) =
+                crate::sso::config::validate_sso(name, entry, &at, index, &mut problems)
+            {
+                policies.push(policy);
+                sso.push(s);
+            }
+        }
+        sso_paths(&sso, admin.as_ref(), &mut problems);
+        let mut cookie_names = HashSet::new();
+        for s in &sso {
+            if !cookie_names.insert(s.cookie.name.as_str()) {
+                problems.add(
+                    format!("{}.cookie.name", key_path("$.sso", &s.name)),
+                    format!("another sso entry's cookie is named \"{}\"", s.cookie.name),
+                    Some("give each entry its own cookie.name"),
+                );
+            }
+        }
+        let minting = raw
+            .identity
+            .as_ref()
+            .and_then(|m| crate::sso::mint::validate_minting(m, &mut problems));
         let mut claim_headers: Vec<String> = policies
             .iter()
             .flat_map(|p| p.forward_claims.iter().map(|(_, h)| h.clone()))
+            .chain(
+                sso.iter()
+                    .flat_map(|s| s.forward_claims.iter().map(|(_, h)| h.clone())),
+            )
+            .chain(minting.iter().map(|m| m.header.clone()))
             .collect();
         claim_headers.sort();
         claim_headers.dedup();
@@ -457,8 +507,11 @@ impl Config {
                     Some("route names appear in logs and {route}: give each route its own"),
                 );
             }
-            if let Some(r) = validate_route(route, &at, &origin_names, &policy_names, &mut problems)
-            {
+            let names = AuthNames {
+                policies: &policy_names,
+                sso: &sso_names,
+            };
+            if let Some(r) = validate_route(route, &at, &origin_names, &names, &mut problems) {
                 routes.push(r);
                 file_index.push(i);
             }
@@ -491,6 +544,12 @@ impl Config {
                 settings,
                 admin,
                 policies,
+                sso_cookies: sso
+                    .iter()
+                    .flat_map(|s| [s.cookie.name.clone(), s.cookie.login_name()])
+                    .collect(),
+                sso,
+                minting,
                 claim_headers,
                 table,
             }),
@@ -505,7 +564,7 @@ impl Config {
 }
 
 /// Reads an optional integer field within `range`, or reports it.
-fn bounded(
+pub(crate) fn bounded(
     value: Option<u64>,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
@@ -854,7 +913,7 @@ pub(crate) fn path_params(path: &str) -> Vec<String> {
 }
 
 /// A Worker binding or secret name: a letter or `_`, then letters, digits and `_`.
-fn is_identifier(name: &str) -> bool {
+pub(crate) fn is_identifier(name: &str) -> bool {
     name.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -891,11 +950,43 @@ fn method_list(list: &[String], at: &str, problems: &mut Problems) -> Vec<String
     out
 }
 
+/// The names a route's `auth.use` may give.
+struct AuthNames<'a> {
+    policies: &'a [&'a String],
+    sso: &'a [&'a String],
+}
+
+/// The paths the `sso` entries answer: distinct, and outside the admin path and the JWKS path.
+fn sso_paths(sso: &[Sso], admin: Option<&Admin>, problems: &mut Problems) {
+    let mut seen: Vec<&str> = vec![crate::sso::JWKS_PATH];
+    for s in sso {
+        for (field, p) in [
+            ("callback_path", &s.callback_path),
+            ("login_path", &s.login_path),
+            ("logout_path", &s.logout_path),
+        ] {
+            let at = format!("{}.{field}", key_path("$.sso", &s.name));
+            if seen.contains(&p.as_str()) {
+                problems.add(
+                    at,
+                    format!("\"{p}\" is already answered by the gateway"),
+                    Some("give each sso entry its own callback, login and logout paths"),
+                );
+            } else if admin.is_some_and(|a| p == &a.path || p.starts_with(&format!("{}/", a.path)))
+            {
+                problems.add(at, format!("\"{p}\" is inside the admin path"), None);
+            } else {
+                seen.push(p);
+            }
+        }
+    }
+}
+
 fn validate_route(
     raw: &RawRoute,
     at: &str,
     origin_names: &[&String],
-    policy_names: &[&String],
+    names: &AuthNames<'_>,
     problems: &mut Problems,
 ) -> Option<Route> {
     let before = problems.0.len();
@@ -953,10 +1044,15 @@ fn validate_route(
         );
     }
 
-    let auth = raw
-        .auth
-        .as_ref()
-        .and_then(|a| validate_route_auth(a, &format!("{at}.auth"), policy_names, problems));
+    let auth = raw.auth.as_ref().and_then(|a| {
+        validate_route_auth(
+            a,
+            &format!("{at}.auth"),
+            names.policies,
+            names.sso,
+            problems,
+        )
+    });
 
     let rewrite = match &raw.rewrite {
         None => Rewrite::None,

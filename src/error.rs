@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::path::PathError;
+use crate::sso::LoginError;
 
 /// What went wrong with a request, named for what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub enum GatewayError {
     OriginUnavailable,
     /// The origin did not answer in time.
     OriginTimeout,
+    /// A single sign-on login did not complete (the callback's refusals, a bad `next`).
+    Login(LoginError),
 }
 
 /// An error response, ready for the adapter to send.
@@ -75,6 +78,7 @@ impl GatewayError {
             GatewayError::ConfigInvalid => 500,
             GatewayError::OriginUnavailable => 502,
             GatewayError::OriginTimeout => 504,
+            GatewayError::Login(e) => e.status(),
         }
     }
 
@@ -95,6 +99,8 @@ impl GatewayError {
             GatewayError::ConfigInvalid => "config_invalid",
             GatewayError::OriginUnavailable => "origin_unavailable",
             GatewayError::OriginTimeout => "origin_timeout",
+            GatewayError::Login(LoginError::BadNext) => "bad_request",
+            GatewayError::Login(_) => "login_failed",
         }
     }
 
@@ -125,6 +131,7 @@ impl GatewayError {
             GatewayError::OriginTimeout => {
                 "the service behind this route did not answer in time".into()
             }
+            GatewayError::Login(e) => e.public_message().into(),
         }
     }
 
@@ -155,6 +162,7 @@ impl GatewayError {
             let challenge = match e {
                 e if e.is_config_problem() => None,
                 AuthError::MissingToken => Some("Bearer"),
+                AuthError::NoSession(_) => None,
                 e if e.is_forbidden() => Some("Bearer error=\"insufficient_scope\""),
                 _ => Some("Bearer error=\"invalid_token\""),
             };
@@ -168,6 +176,42 @@ impl GatewayError {
             body,
         }
     }
+
+    /// The response for a client whose `Accept` is given: an HTML page when it names
+    /// `text/html` (a browser on a sign-in path), else the JSON body.
+    pub fn response_for(&self, request_id: &str, accept: Option<&str>) -> ErrorResponse {
+        let mut response = self.response(request_id);
+        if !accept.is_some_and(|a| a.to_ascii_lowercase().contains("text/html")) {
+            return response;
+        }
+        let title = match self.status() {
+            400 => "Bad request",
+            401 => "Sign-in failed",
+            403 => "Access denied",
+            500 => "Gateway misconfigured",
+            502 | 504 => "Sign-in service unavailable",
+            _ => "Request refused",
+        };
+        response.body = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{}</p>\n<p>Error <code>{}</code>, request id <code>{}</code>.</p></body></html>\n",
+            html_escape(&self.message()),
+            self.code(),
+            html_escape(request_id),
+        );
+        for (name, value) in &mut response.headers {
+            if name == "content-type" {
+                *value = "text/html; charset=utf-8".to_string();
+            }
+        }
+        response
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::auth::{token, AuthError, Identity, Prepared};
+use crate::auth::{token, AuthError, AuthUse, Identity, Prepared, RouteAuth};
 use crate::cache;
 use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
 use crate::error::GatewayError;
@@ -129,6 +129,15 @@ pub enum AuthStep {
     /// A token the caller's verified-token cache already holds for this policy (see
     /// [`Gateway::matched_with`]): not parsed again.
     Cached { policy: usize, token: String },
+    /// A route of an `sso` entry: decrypt the session cookie (when there is one) and call
+    /// [`Gateway::session_identity`]. Without a valid session: anonymous when `optional`, a
+    /// login redirect when `redirect` (a browser navigation on a `login` route), else 401.
+    Session {
+        sso: usize,
+        cookie: Option<String>,
+        optional: bool,
+        redirect: bool,
+    },
 }
 
 /// What the edge cache does with a request.
@@ -213,7 +222,7 @@ impl ForwardPlan {
 }
 
 /// The value of cookie `name` in the request's `cookie` headers.
-fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .filter(|(n, _)| n == "cookie")
@@ -407,10 +416,27 @@ impl Gateway {
         }
         let auth = match &route.auth {
             None => AuthStep::Public,
-            Some(ra) => {
-                let policy = &cfg.policies[ra.policy];
+            Some(RouteAuth {
+                uses: AuthUse::Session { sso, login },
+                optional,
+            }) => {
+                let entry = &cfg.sso[*sso];
+                AuthStep::Session {
+                    sso: *sso,
+                    cookie: cookie(req.headers, &entry.cookie.name).map(str::to_string),
+                    optional: *optional,
+                    redirect: *login
+                        && crate::sso::is_navigation(req.method, header(req.headers, "accept")),
+                }
+            }
+            Some(RouteAuth {
+                uses: AuthUse::Policy(index_of_policy),
+                optional,
+            }) => {
+                let index_of_policy = *index_of_policy;
+                let policy = &cfg.policies[index_of_policy];
                 match token::extract(&policy.token_from, req.headers) {
-                    None if ra.optional => AuthStep::Anonymous,
+                    None if *optional => AuthStep::Anonymous,
                     None => {
                         return Err(refuse(
                             GatewayError::Auth(AuthError::MissingToken),
@@ -418,13 +444,13 @@ impl Gateway {
                             Some(&normalized),
                         ))
                     }
-                    Some(t) if is_cached(ra.policy, t) => AuthStep::Cached {
-                        policy: ra.policy,
+                    Some(t) if is_cached(index_of_policy, t) => AuthStep::Cached {
+                        policy: index_of_policy,
                         token: t.to_string(),
                     },
                     Some(t) => match policy.prepare(t) {
                         Ok(token) => AuthStep::Verify {
-                            policy: ra.policy,
+                            policy: index_of_policy,
                             token: Box::new(token),
                         },
                         Err(e) => {
@@ -514,6 +540,7 @@ impl Gateway {
             )
         };
         let headers = headers::request_plan(req.headers, &fwd, &route.request_headers, lookup);
+        let headers = headers::without_cookies(headers, &cfg.sso_cookies);
         ForwardPlan {
             route: index,
             method: req.method.to_string(),

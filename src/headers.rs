@@ -56,6 +56,30 @@ pub fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str>
         .map(|(_, v)| v.as_str())
 }
 
+/// `list` without the named cookies (the gateway's own session and login cookies, which origins
+/// have no use for); a `Cookie` header left empty is dropped.
+pub fn without_cookies(list: HeaderList, names: &[String]) -> HeaderList {
+    if names.is_empty() {
+        return list;
+    }
+    list.into_iter()
+        .filter_map(|(n, v)| {
+            if n != "cookie" {
+                return Some((n, v));
+            }
+            let kept: Vec<&str> = v
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| {
+                    let name = pair.split_once('=').map_or(*pair, |(k, _)| k).trim();
+                    !pair.is_empty() && !names.iter().any(|x| x == name)
+                })
+                .collect();
+            (!kept.is_empty()).then(|| (n, kept.join("; ")))
+        })
+        .collect()
+}
+
 /// The header list type of the plans: lower-case names, in order, repeats allowed.
 pub type HeaderList = Vec<(String, String)>;
 

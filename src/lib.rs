@@ -17,6 +17,7 @@ pub mod path;
 pub mod policy;
 pub mod request_id;
 pub mod router;
+pub mod sso;
 pub mod template;
 pub mod upstream;
 

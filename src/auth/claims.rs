@@ -24,6 +24,48 @@ pub struct Identity {
     pub iss: Option<String>,
     /// `exp`, seconds since the epoch: how long a verified-token cache may keep it.
     pub exp: i64,
+    /// The top-level claims as the token (or session) had them, JSON values and all: what a
+    /// session keeps and what a minted identity token copies.
+    pub values: BTreeMap<String, Value>,
+}
+
+impl Identity {
+    /// The identity of verified claims: their header forms (plus `exp`), and the headers of
+    /// `forward_claims` (claim name, lower-case header).
+    pub fn from_claims(
+        values: BTreeMap<String, Value>,
+        exp: i64,
+        forward_claims: &[(String, String)],
+    ) -> Identity {
+        let mut texts: BTreeMap<String, String> = values
+            .iter()
+            .filter_map(|(k, v)| header_text(v).map(|t| (k.clone(), t)))
+            .collect();
+        texts.insert("exp".into(), exp.to_string());
+        let forward = forward_claims
+            .iter()
+            .filter_map(|(claim, header)| texts.get(claim).map(|v| (header.clone(), v.clone())))
+            .collect();
+        Identity {
+            claims: texts,
+            forward,
+            kid: None,
+            iss: values
+                .get("iss")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            exp,
+            values,
+        }
+    }
+}
+
+/// Whether `claims` hold every value `require` asks for (claim name, values).
+pub fn satisfies(claims: &BTreeMap<String, Value>, require: &[(String, Vec<String>)]) -> bool {
+    require.iter().all(|(claim, values)| {
+        let have = claims.get(claim);
+        values.iter().all(|v| have.is_some_and(|c| holds(c, v)))
+    })
 }
 
 fn scalar_text(v: &Value) -> Option<String> {
@@ -107,35 +149,34 @@ impl Policy {
                 return Err(AuthError::WrongAudience);
             }
         }
-        for (claim, values) in &self.require {
-            let have = custom.get(claim);
-            if !values.iter().all(|v| have.is_some_and(|c| holds(c, v))) {
-                return Err(AuthError::InsufficientScope);
-            }
+        let values: BTreeMap<String, Value> =
+            custom.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if !satisfies(&values, &self.require) {
+            return Err(AuthError::InsufficientScope);
         }
-        let mut texts: BTreeMap<String, String> = custom
-            .iter()
-            .filter_map(|(k, v)| header_text(v).map(|t| (k.clone(), t)))
-            .collect();
         let exp = claims.expiration.map_or(0, |t| t.timestamp());
-        texts.insert("exp".into(), exp.to_string());
+        let mut identity = Identity::from_claims(values, exp, &[]);
         if let Some(t) = claims.not_before {
-            texts.insert("nbf".into(), t.timestamp().to_string());
+            identity
+                .claims
+                .insert("nbf".into(), t.timestamp().to_string());
         }
         if let Some(t) = claims.issued_at {
-            texts.insert("iat".into(), t.timestamp().to_string());
+            identity
+                .claims
+                .insert("iat".into(), t.timestamp().to_string());
         }
-        let forward = self
+        identity.forward = self
             .forward_claims
             .iter()
-            .filter_map(|(claim, header)| texts.get(claim).map(|v| (header.clone(), v.clone())))
+            .filter_map(|(claim, header)| {
+                identity
+                    .claims
+                    .get(claim)
+                    .map(|v| (header.clone(), v.clone()))
+            })
             .collect();
-        Ok(Identity {
-            claims: texts,
-            forward,
-            kid: token.kid.clone(),
-            iss: iss.map(str::to_string),
-            exp,
-        })
+        identity.kid = token.kid.clone();
+        Ok(identity)
     }
 }

@@ -17,7 +17,7 @@ pub mod verify;
 
 pub use claims::Identity;
 pub use jwk::{Jwk, KeySet};
-pub use policy::{Alg, Policy, RouteAuth, TokenSource};
+pub use policy::{Alg, AuthUse, Policy, RouteAuth, TokenSource};
 pub use token::Prepared;
 
 use std::fmt;
@@ -60,6 +60,9 @@ pub enum AuthError {
     WrongAudience,
     /// A `require` claim lacks a value: 403, not 401.
     InsufficientScope,
+    /// A route of an `sso` entry without a valid session (none, undecryptable, expired: the
+    /// detail is for the log).
+    NoSession(&'static str),
 }
 
 impl AuthError {
@@ -85,6 +88,7 @@ impl AuthError {
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::InsufficientScope => "insufficient_scope",
+            AuthError::NoSession(_) => "no_session",
         }
     }
 
@@ -110,6 +114,7 @@ impl AuthError {
             AuthError::WrongIssuer => "the token's issuer is not accepted",
             AuthError::WrongAudience => "the token is not meant for this audience",
             AuthError::InsufficientScope => "the token lacks a required scope or claim",
+            AuthError::NoSession(_) => "sign-in is required",
         }
     }
 

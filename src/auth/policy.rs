@@ -123,13 +123,22 @@ pub struct Policy {
     pub jwks_min_refetch_s: u64,
 }
 
-/// A route's use of a policy.
+/// A route's use of a policy or of a single sign-on entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteAuth {
-    /// Index into the config's policies.
-    pub policy: usize,
-    /// No token: the request goes on anonymously. A bad token is still 401.
+    pub uses: AuthUse,
+    /// No token (or session): the request goes on anonymously. A bad token is still 401.
     pub optional: bool,
+}
+
+/// What a route's `auth.use` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthUse {
+    /// A bearer-token policy: index into the config's policies.
+    Policy(usize),
+    /// A session of an `sso` entry (index into the config's `sso`); `login`: browser
+    /// navigations without one are sent to the provider.
+    Session { sso: usize, login: bool },
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +177,8 @@ pub(crate) struct RawRouteAuthFull {
     use_: String,
     #[serde(default)]
     optional: bool,
+    #[serde(default)]
+    login: bool,
 }
 
 fn parse_source(text: &str) -> Option<TokenSource> {
@@ -326,40 +337,12 @@ pub(crate) fn validate_policy(
             }
         }
     }
-    let mut require = Vec::new();
-    for (claim, values) in &raw.require {
-        let p = key_path(&format!("{at}.require"), claim);
-        if values.is_empty() || values.iter().any(|v| v.is_empty() || v.contains(' ')) {
-            problems.add(
-                p,
-                "require needs one or more non-empty values without spaces",
-                None,
-            );
-        } else {
-            require.push((claim.clone(), values.clone()));
-        }
-    }
-    let mut forward_claims = Vec::new();
-    for (claim, header) in &raw.forward_claims {
-        let p = key_path(&format!("{at}.forward_claims"), claim);
-        let lower = header.to_ascii_lowercase();
-        if !is_valid_header_name(header)
-            || is_hop_by_hop(&lower)
-            || is_gateway_owned(&lower)
-            || matches!(
-                lower.as_str(),
-                "host" | "content-length" | "authorization" | "cookie"
-            )
-        {
-            problems.add(
-                p,
-                format!("\"{header}\" cannot carry a claim"),
-                Some("use a header of your own, such as x-user-id"),
-            );
-        } else {
-            forward_claims.push((claim.clone(), lower));
-        }
-    }
+    let require = validate_require(&raw.require, &format!("{at}.require"), problems);
+    let forward_claims = validate_forward_claims(
+        &raw.forward_claims,
+        &format!("{at}.forward_claims"),
+        problems,
+    );
     if problems.0.len() != before {
         return None;
     }
@@ -385,21 +368,43 @@ pub(crate) fn validate_route_auth(
     raw: &RawRouteAuth,
     at: &str,
     policy_names: &[&String],
+    sso_names: &[&String],
     problems: &mut Problems,
 ) -> Option<RouteAuth> {
-    let (name, optional, at) = match raw {
-        RawRouteAuth::Name(n) => (n, false, at.to_string()),
-        RawRouteAuth::Full(f) => (&f.use_, f.optional, format!("{at}.use")),
+    let (name, optional, login, at) = match raw {
+        RawRouteAuth::Name(n) => (n, false, false, at.to_string()),
+        RawRouteAuth::Full(f) => (&f.use_, f.optional, f.login, format!("{at}.use")),
     };
+    if let Some(sso) = sso_names.iter().position(|p| *p == name) {
+        return Some(RouteAuth {
+            uses: AuthUse::Session { sso, login },
+            optional,
+        });
+    }
     match policy_names.iter().position(|p| *p == name) {
-        Some(policy) => Some(RouteAuth { policy, optional }),
+        Some(_) if login => {
+            problems.add(
+                at.replace(".use", ".login"),
+                format!("\"{name}\" is a bearer-token policy: it has no login"),
+                Some("login needs an entry of $.sso; leave login out for a token policy"),
+            );
+            None
+        }
+        Some(policy) => Some(RouteAuth {
+            uses: AuthUse::Policy(policy),
+            optional,
+        }),
         None => {
-            let known: Vec<&str> = policy_names.iter().map(|s| s.as_str()).collect();
+            let known: Vec<&str> = policy_names
+                .iter()
+                .chain(sso_names)
+                .map(|s| s.as_str())
+                .collect();
             problems.add(
                 at,
-                format!("no auth policy is named \"{name}\""),
+                format!("no auth policy or sso entry is named \"{name}\""),
                 Some(&format!(
-                    "define it under $.auth; defined: {}",
+                    "define it under $.auth or $.sso; defined: {}",
                     if known.is_empty() {
                         "none".to_string()
                     } else {
@@ -410,4 +415,56 @@ pub(crate) fn validate_route_auth(
             None
         }
     }
+}
+
+/// `require`: claim name and the values it must all hold (at `at`, the map's path).
+pub(crate) fn validate_require(
+    raw: &BTreeMap<String, Vec<String>>,
+    at: &str,
+    problems: &mut Problems,
+) -> Vec<(String, Vec<String>)> {
+    let mut require = Vec::new();
+    for (claim, values) in raw {
+        let p = key_path(at, claim);
+        if values.is_empty() || values.iter().any(|v| v.is_empty() || v.contains(' ')) {
+            problems.add(
+                p,
+                "require needs one or more non-empty values without spaces",
+                None,
+            );
+        } else {
+            require.push((claim.clone(), values.clone()));
+        }
+    }
+    require
+}
+
+/// `forward_claims`: claim name and the lower-case header it is forwarded in.
+pub(crate) fn validate_forward_claims(
+    raw: &BTreeMap<String, String>,
+    at: &str,
+    problems: &mut Problems,
+) -> Vec<(String, String)> {
+    let mut forward_claims = Vec::new();
+    for (claim, header) in raw {
+        let p = key_path(at, claim);
+        let lower = header.to_ascii_lowercase();
+        if !is_valid_header_name(header)
+            || is_hop_by_hop(&lower)
+            || is_gateway_owned(&lower)
+            || matches!(
+                lower.as_str(),
+                "host" | "content-length" | "authorization" | "cookie"
+            )
+        {
+            problems.add(
+                p,
+                format!("\"{header}\" cannot carry a claim"),
+                Some("use a header of your own, such as x-user-id"),
+            );
+        } else {
+            forward_claims.push((claim.clone(), lower));
+        }
+    }
+    forward_claims
 }

@@ -444,7 +444,7 @@ fn every_rejection_names_its_json_path() {
             "route naming an auth policy that does not exist",
             Box::new(|v| set(v, "/routes/0/auth", json!("main"))),
             "$.routes[0].auth",
-            "no auth policy is named",
+            "no auth policy or sso entry is named",
         ),
         ("unknown balance", Box::new(|v| set(v, "/origins/users/balance", json!("fastest"))), "$.origins.users.balance", "unknown balance"),
         ("hash without hash_on", Box::new(|v| set(v, "/origins/users/balance", json!("hash"))), "$.origins.users.hash_on", "needs hash_on"),

@@ -8,10 +8,11 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
+use portcullis::auth::AuthError;
 use portcullis::cache::{self, Freshness, Store};
 use portcullis::gateway::{
-    bearer_matches, content_length, AdminRequest, CacheStep, ForwardPlan, Gateway, Incoming,
-    Refusal,
+    bearer_matches, content_length, AdminRequest, AuthStep, CacheStep, ForwardPlan, Gateway,
+    Incoming, Refusal,
 };
 use portcullis::log::{Attempt, LogLine, Outcome};
 use portcullis::request_id::RequestIds;
@@ -73,6 +74,7 @@ struct Isolate {
     /// requests for a stale entry start one refresh, not many. Bounded.
     refreshing: RefCell<std::collections::HashSet<String>>,
     auth: crate::auth::AuthCache,
+    sso: crate::sso::SsoCache,
 }
 
 /// At most this many background refreshes at once per isolate.
@@ -137,6 +139,7 @@ fn isolate(env: &Env) -> &'static Isolate {
             pools: RefCell::new(pools),
             refreshing: RefCell::new(std::collections::HashSet::new()),
             auth: Default::default(),
+            sso: Default::default(),
         }));
         *cell.borrow_mut() = Some(isolate);
         isolate
@@ -630,6 +633,21 @@ async fn admin_response(
     (response, None)
 }
 
+/// Sends an answer of the SSO paths (or a login redirect), with its log line.
+fn finish_answer(answer: crate::sso::Answer, log: &mut LogLine<'_>, elapsed_ms: u64) -> Response {
+    let mut headers = answer.headers;
+    if !headers.iter().any(|(n, _)| n == "x-request-id") {
+        headers.push(("x-request-id".to_string(), log.request_id.to_string()));
+    }
+    log.status = answer.status;
+    log.auth = answer.log;
+    log.error = answer.error;
+    log.detail = answer.detail;
+    log.duration_ms = elapsed_ms;
+    worker::console_log!("{}", log.to_json());
+    own_response(answer.status, &headers, answer.body.as_deref())
+}
+
 /// Statuses whose responses have no body.
 fn is_null_body_status(status: u16) -> bool {
     matches!(status, 101 | 204 | 205 | 304)
@@ -684,8 +702,26 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
         worker::console_log!("{}", log.to_json());
         return response;
     }
+    if let Some(sso_request) = gateway.sso_request(&incoming) {
+        let answer = isolate
+            .sso
+            .answer(
+                gateway,
+                &isolate.auth,
+                sso_request,
+                &url,
+                &headers,
+                &env,
+                &request_id,
+            )
+            .await;
+        log.route = Some("sso");
+        return finish_answer(answer, &mut log, elapsed());
+    }
     // Steps 2-5: a CORS preflight is answered at the edge; otherwise match, then auth (the core
-    // checks what needs no key; crate::auth verifies).
+    // checks what needs no key; crate::auth verifies tokens, crate::sso sessions).
+    let accept = portcullis::headers::first(&headers, "accept");
+    let mut html_errors = false;
     let planned = match gateway.preflight(&incoming) {
         Some(Ok(cors_headers)) => {
             log.status = 204;
@@ -699,16 +735,60 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
             let cached = |policy: usize, token: &str| isolate.auth.is_cached(policy, token, now);
             match gateway.matched_with(&incoming, cached) {
                 Ok(m) => {
-                    let outcome = isolate.auth.authenticate(gateway, &m, &env, now).await;
+                    let outcome = match &m.auth {
+                        AuthStep::Session {
+                            sso,
+                            cookie,
+                            optional,
+                            redirect,
+                        } => {
+                            html_errors = true;
+                            let session = isolate
+                                .sso
+                                .session(gateway, *sso, cookie.as_deref(), &env)
+                                .await;
+                            match session {
+                                Err((AuthError::NoSession(_), _)) if *redirect && !*optional => {
+                                    log.route = Some(gateway.config.routes[m.route].name.as_str());
+                                    log.path = Some(&m.path);
+                                    let answer = match isolate
+                                        .sso
+                                        .start_login(gateway, *sso, &url, None, &env)
+                                        .await
+                                    {
+                                        Ok(answer) => answer,
+                                        Err(r) => crate::sso::Answer::error(
+                                            &r.error,
+                                            &request_id,
+                                            accept,
+                                            Vec::new(),
+                                            r.detail,
+                                        ),
+                                    };
+                                    return finish_answer(answer, &mut log, elapsed());
+                                }
+                                other => crate::auth::Outcome::of_session(other, *optional),
+                            }
+                        }
+                        _ => isolate.auth.authenticate(gateway, &m, &env, now).await,
+                    };
                     log.auth = outcome.log;
                     log.detail = outcome.detail;
                     match outcome.error {
+                        Some(e) if html_errors => Err(Refusal {
+                            error: portcullis::sso::session_refusal(e),
+                            route: Some(m.route),
+                            path: Some(m.path.clone()),
+                        }),
                         Some(e) => Err(gateway.auth_refusal(&m, e)),
-                        None => Ok(gateway.forward_plan(
-                            &m,
-                            &incoming,
-                            &request_id,
-                            outcome.identity.as_ref(),
+                        None => Ok((
+                            gateway.forward_plan(
+                                &m,
+                                &incoming,
+                                &request_id,
+                                outcome.identity.as_ref(),
+                            ),
+                            outcome.identity,
                         )),
                     }
                 }
@@ -716,8 +796,8 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
             }
         }
     };
-    let plan = match planned {
-        Ok(plan) => plan,
+    let (mut plan, identity) = match planned {
+        Ok(planned) => planned,
         Err::<_, Refusal>(refusal) => {
             if let (GatewayError::Auth(e), None) = (&refusal.error, &log.auth) {
                 // Refused before any key was needed (no token, malformed, alg, headers).
@@ -736,9 +816,28 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
             log.error = Some(refusal.error.code());
             log.duration_ms = elapsed();
             worker::console_log!("{}", log.to_json());
-            return error_response(&refusal.error, &request_id);
+            let accept = if html_errors { accept } else { None };
+            let plan = refusal.error.response_for(&request_id, accept);
+            return own_response(plan.status, &plan.headers, Some(&plan.body));
         }
     };
+    // Signed identity for the origin, on every request with a verified identity.
+    if let (Some(identity), Some(minting)) = (&identity, &gateway.config.minting) {
+        let aud = &gateway.config.origins[plan.origin].name;
+        match isolate.sso.mint(gateway, identity, aud, &env).await {
+            Ok(Some(token)) => plan.headers.push((minting.header.clone(), token)),
+            Ok(None) => {}
+            Err(detail) => {
+                let error = GatewayError::ConfigInvalid;
+                log.status = error.status();
+                log.error = Some(error.code());
+                log.detail = Some(format!("identity: {detail}"));
+                log.duration_ms = elapsed();
+                worker::console_log!("{}", log.to_json());
+                return error_response(&error, &request_id);
+            }
+        }
+    }
     log.path = Some(&plan.path);
     log.route = Some(gateway.route(&plan).name.as_str());
 

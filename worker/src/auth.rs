@@ -92,6 +92,44 @@ pub struct Outcome {
     pub detail: Option<String>,
 }
 
+impl Outcome {
+    /// Step 5 on a route of an `sso` entry: the session's identity; no session is anonymous
+    /// when the route's auth is optional.
+    pub fn of_session(
+        session: Result<Identity, (AuthError, Option<String>)>,
+        optional: bool,
+    ) -> Outcome {
+        let log = |outcome, reason| {
+            Some(AuthLog {
+                outcome,
+                reason,
+                kid: None,
+                iss: None,
+            })
+        };
+        match session {
+            Ok(identity) => Outcome {
+                log: log("session", None),
+                identity: Some(identity),
+                error: None,
+                detail: None,
+            },
+            Err((AuthError::NoSession(why), _)) if optional => Outcome {
+                log: log("anonymous", Some(why)),
+                identity: None,
+                error: None,
+                detail: None,
+            },
+            Err((e, detail)) => Outcome {
+                log: log("refused", Some(e.reason())),
+                identity: None,
+                error: Some(e),
+                detail,
+            },
+        }
+    }
+}
+
 fn short_kid(kid: Option<&String>) -> Option<String> {
     kid.map(|k| k.chars().take(64).collect())
 }
@@ -235,13 +273,9 @@ impl AuthCache {
         init.set_method("GET");
         let request =
             Request::new_with_str_and_init(url, &init).map_err(|e| format!("request: {e:?}"))?;
-        let fetch = JsFuture::from(fetch_request(&request));
-        let timer = Delay::from(Duration::from_millis(FETCH_TIMEOUT_MS));
-        let resp: Response = match select(fetch, timer).await {
-            Either::Left((Ok(v), _)) => v.dyn_into().map_err(|_| "fetch gave no Response")?,
-            Either::Left((Err(e), _)) => return Err(format!("JWKS fetch failed: {e:?}")),
-            Either::Right(_) => return Err("JWKS fetch timed out".into()),
-        };
+        let resp = fetch_timed(&request, FETCH_TIMEOUT_MS)
+            .await
+            .map_err(|e| format!("JWKS {e}"))?;
         if resp.status() != 200 {
             return Err(format!("JWKS answered {}", resp.status()));
         }
@@ -350,6 +384,99 @@ impl AuthCache {
         }
     }
 
+    /// The signature step of verification: the policy's keys (inline, or fetched from
+    /// `jwks_url`), or its HMAC secret, against the token. Returns the verifying key (`None` for
+    /// HMAC), or the refusal with an operator detail.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn verify_signature(
+        &self,
+        index: usize,
+        policy: &Policy,
+        token: &Prepared,
+        env: &Env,
+        now: f64,
+        jwks_url: Option<&str>,
+        notes: &mut Option<String>,
+    ) -> Result<Option<String>, (AuthError, Option<String>)> {
+        if token.alg.is_hmac() {
+            let Some(secret) = self.secret(index, policy, env) else {
+                return Err((
+                    AuthError::KeysUnavailable("hmac_secret"),
+                    Some(format!(
+                        "auth policy '{}': the Worker secret {} is missing or shorter than {} bytes",
+                        policy.name,
+                        policy.hmac_secret_env.as_deref().unwrap_or("?"),
+                        MIN_HMAC_SECRET_BYTES
+                    )),
+                ));
+            };
+            if !verify_hmac(
+                token.alg,
+                &secret,
+                token.signing_input.as_bytes(),
+                &token.signature,
+            ) {
+                return Err((AuthError::BadSignature, None));
+            }
+            Ok(None)
+        } else {
+            let keys = match (&policy.jwks, jwks_url) {
+                (Some(keys), _) => keys.clone(),
+                (None, Some(url)) => {
+                    let mut keys = match self.url_keys(index, policy, url, now, false, notes).await
+                    {
+                        Ok(k) => k,
+                        Err(e) => return Err((AuthError::KeysUnavailable("jwks"), Some(e))),
+                    };
+                    if let Some(kid) = &token.kid {
+                        if !keys.has_kid(kid) {
+                            keys = match self.url_keys(index, policy, url, now, true, notes).await {
+                                Ok(k) => k,
+                                Err(e) => {
+                                    return Err((AuthError::KeysUnavailable("jwks"), Some(e)))
+                                }
+                            };
+                        }
+                    }
+                    keys
+                }
+                (None, None) => return Err((AuthError::KeysUnavailable("no key source"), None)),
+            };
+            let candidates = match keys.candidates(token.alg, token.kid.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return Err((e, notes.clone())),
+            };
+            let mut ok = None;
+            for key in candidates {
+                // `pure-rust-verify` (for size and CPU comparisons only): jwt-compact's own
+                // RSA/ECDSA/Ed25519 compiled to Wasm instead of WebCrypto.
+                #[cfg(feature = "pure-rust-verify")]
+                let result: Result<bool, String> = Ok(portcullis::auth::verify::verify_native(
+                    token.alg,
+                    key,
+                    token.signing_input.as_bytes(),
+                    &token.signature,
+                ));
+                #[cfg(not(feature = "pure-rust-verify"))]
+                let result = self.webcrypto_verify(&key.public_json, token).await;
+                match result {
+                    Ok(true) => {
+                        ok = Some(key.public_json.clone());
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        worker::console_warn!("{}", serde_json::json!({ "webcrypto": e }));
+                    }
+                }
+            }
+            let Some(key) = ok else {
+                return Err((AuthError::BadSignature, notes.clone()));
+            };
+            Ok(Some(key))
+        }
+    }
+
     /// Whether a still-valid verification of `token` for `policy` is cached (at `now`, ms).
     pub fn is_cached(&self, policy: usize, token: &str, now: f64) -> bool {
         self.verified
@@ -412,6 +539,15 @@ impl AuthCache {
                 };
             }
             AuthStep::Verify { policy, token } => (*policy, token),
+            // Sessions are the `sso` module's; reaching here would be an adapter bug.
+            AuthStep::Session { .. } => {
+                return Outcome {
+                    identity: None,
+                    log: None,
+                    error: Some(AuthError::NoSession("not a token route")),
+                    detail: None,
+                }
+            }
         };
         let policy = &gateway.config.policies[index];
         let kid = short_kid(token.kid.as_ref());
@@ -453,90 +589,22 @@ impl AuthCache {
             };
         }
 
-        let verified_with: Option<String>;
         let mut notes: Option<String> = None;
-        if token.alg.is_hmac() {
-            let Some(secret) = self.secret(index, policy, env) else {
-                return refuse(
-                    AuthError::KeysUnavailable("hmac_secret"),
-                    Some(format!(
-                        "auth policy '{}': the Worker secret {} is missing or shorter than {} bytes",
-                        policy.name,
-                        policy.hmac_secret_env.as_deref().unwrap_or("?"),
-                        MIN_HMAC_SECRET_BYTES
-                    )),
-                );
-            };
-            if !verify_hmac(
-                token.alg,
-                &secret,
-                token.signing_input.as_bytes(),
-                &token.signature,
-            ) {
-                return refuse(AuthError::BadSignature, None);
-            }
-            verified_with = None;
-        } else {
-            let keys = match (&policy.jwks, &policy.jwks_url) {
-                (Some(keys), _) => keys.clone(),
-                (None, Some(url)) => {
-                    let mut keys = match self
-                        .url_keys(index, policy, url, now, false, &mut notes)
-                        .await
-                    {
-                        Ok(k) => k,
-                        Err(e) => return refuse(AuthError::KeysUnavailable("jwks"), Some(e)),
-                    };
-                    if let Some(kid) = &token.kid {
-                        if !keys.has_kid(kid) {
-                            keys = match self
-                                .url_keys(index, policy, url, now, true, &mut notes)
-                                .await
-                            {
-                                Ok(k) => k,
-                                Err(e) => {
-                                    return refuse(AuthError::KeysUnavailable("jwks"), Some(e))
-                                }
-                            };
-                        }
-                    }
-                    keys
-                }
-                (None, None) => return refuse(AuthError::KeysUnavailable("no key source"), None),
-            };
-            let candidates = match keys.candidates(token.alg, token.kid.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return refuse(e, notes.clone()),
-            };
-            let mut ok = None;
-            for key in candidates {
-                // `pure-rust-verify` (for size and CPU comparisons only): jwt-compact's own
-                // RSA/ECDSA/Ed25519 compiled to Wasm instead of WebCrypto.
-                #[cfg(feature = "pure-rust-verify")]
-                let result: Result<bool, String> = Ok(portcullis::auth::verify::verify_native(
-                    token.alg,
-                    key,
-                    token.signing_input.as_bytes(),
-                    &token.signature,
-                ));
-                #[cfg(not(feature = "pure-rust-verify"))]
-                let result = self.webcrypto_verify(&key.public_json, token).await;
-                match result {
-                    Ok(true) => {
-                        ok = Some(key.public_json.clone());
-                        break;
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        worker::console_warn!("{}", serde_json::json!({ "webcrypto": e }));
-                    }
-                }
-            }
-            let Some(key) = ok else {
-                return refuse(AuthError::BadSignature, notes.clone());
-            };
-            verified_with = Some(key);
-        }
+        let verified_with = match self
+            .verify_signature(
+                index,
+                policy,
+                token,
+                env,
+                now,
+                policy.jwks_url.as_deref(),
+                &mut notes,
+            )
+            .await
+        {
+            Ok(key) => key,
+            Err((error, detail)) => return refuse(error, detail),
+        };
 
         let now_s = (now / 1000.0).floor() as i64;
         match gateway.authenticated(matched, now_s) {
@@ -607,6 +675,17 @@ fn max_age_ms(cc: &str) -> Option<f64> {
     out
 }
 
+/// A subrequest bounded by `timeout_ms` until its response headers arrive.
+pub(crate) async fn fetch_timed(request: &Request, timeout_ms: u64) -> Result<Response, String> {
+    let fetch = JsFuture::from(fetch_request(request));
+    let timer = Delay::from(Duration::from_millis(timeout_ms));
+    match select(fetch, timer).await {
+        Either::Left((Ok(v), _)) => v.dyn_into().map_err(|_| "fetch gave no Response".into()),
+        Either::Left((Err(e), _)) => Err(format!("fetch failed: {e:?}")),
+        Either::Right(_) => Err(format!("fetch timed out after {timeout_ms} ms")),
+    }
+}
+
 fn default_cache() -> Option<web_sys::Cache> {
     let caches = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("caches")).ok()?;
     js_sys::Reflect::get(&caches, &JsValue::from_str("default"))
@@ -615,7 +694,7 @@ fn default_cache() -> Option<web_sys::Cache> {
         .ok()
 }
 
-async fn response_text(resp: &Response) -> Option<String> {
+pub(crate) async fn response_text(resp: &Response) -> Option<String> {
     JsFuture::from(resp.text().ok()?).await.ok()?.as_string()
 }
 

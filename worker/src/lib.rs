@@ -3,6 +3,7 @@
 mod adapter;
 mod auth;
 mod cache;
+mod sso;
 
 use worker::{event, Context, Env};
 

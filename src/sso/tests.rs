@@ -1,0 +1,846 @@
+use serde_json::{json, Value};
+
+use super::*;
+use crate::gateway::{AuthStep, Gateway, Incoming};
+use crate::Config;
+
+fn config(extra: Value) -> Value {
+    let mut c = json!({
+        "origins": { "app": { "servers": [{ "url": "http://127.0.0.1:9" }] } },
+        "sso": {
+            "corp": {
+                "issuer": "https://id.example.com",
+                "client_id": "portcullis",
+                "client_secret_env": "SSO_CLIENT_SECRET",
+                "session_key_env": "SSO_SESSION_KEY",
+                "forward_claims": { "email": "x-user-email" },
+                "require": { "groups": ["staff"] },
+                "cookie": { "domain": ".Apps.Example.com" }
+            }
+        },
+        "identity": {
+            "header": "X-Portcullis-Identity",
+            "alg": "ES256",
+            "private_key_env": "IDENTITY_SIGNING_KEY",
+            "issuer": "https://gateway.example.com"
+        },
+        "routes": [
+            { "name": "app", "path": "/app/{*rest}", "origin": "app",
+              "auth": { "use": "corp", "login": true },
+              "request_headers": { "set": { "x-who": "{claim.email}" } } },
+            { "name": "api", "path": "/api/{*rest}", "origin": "app", "auth": "corp" },
+            { "name": "public", "path": "/pub", "origin": "app" }
+        ]
+    });
+    if let (Value::Object(base), Value::Object(more)) = (&mut c, extra) {
+        for (k, v) in more {
+            base.insert(k, v);
+        }
+    }
+    c
+}
+
+fn gateway() -> Gateway {
+    Gateway::new(Config::from_json(&config(json!({})).to_string()).expect("valid"))
+}
+
+fn problems(c: Value) -> Vec<(String, String)> {
+    match Config::from_json(&c.to_string()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.into_iter().map(|p| (p.path, p.message)).collect(),
+    }
+}
+
+fn sso_with(field: &str, value: Value) -> Value {
+    let mut c = config(json!({}));
+    c["sso"]["corp"][field] = value;
+    c
+}
+
+fn keys() -> SessionKeys {
+    SessionKeys::derive(b"a session key of thirty-two bytes or more!").expect("long enough")
+}
+
+#[test]
+fn a_valid_sso_entry_gets_its_defaults_and_an_id_token_policy() {
+    let g = gateway();
+    let s = &g.config.sso[0];
+    assert_eq!(s.callback_path, "/_sso/callback");
+    assert_eq!(s.login_path, "/_sso/login");
+    assert_eq!(s.logout_path, "/_sso/logout");
+    assert_eq!(s.scopes, ["openid", "email", "profile"]);
+    assert_eq!(s.session_ttl_s, 28_800);
+    assert_eq!(s.cookie.name, "portcullis_session");
+    assert_eq!(s.cookie.domain.as_deref(), Some("apps.example.com"));
+    // `require` and `forward_claims` claims are kept so each request can answer them.
+    assert_eq!(s.keep_claims, ["sub", "email", "name", "groups"]);
+    assert!(s.endpoints.is_none(), "discovery by default");
+    let policy = &g.config.policies[s.id_token_policy];
+    assert_eq!(policy.name, "sso:corp");
+    assert_eq!(policy.issuers, ["https://id.example.com"]);
+    assert_eq!(policy.audiences, ["portcullis"]);
+    assert_eq!(policy.algorithms, [crate::auth::Alg::Rs256]);
+    // The identity header and the forwarded claim headers are never taken from clients.
+    assert!(g
+        .config
+        .claim_headers
+        .contains(&"x-portcullis-identity".to_string()));
+    assert!(g.config.claim_headers.contains(&"x-user-email".to_string()));
+    assert_eq!(
+        g.config.sso_cookies,
+        ["portcullis_session", "portcullis_session_login"]
+    );
+}
+
+#[test]
+fn sso_config_problems_name_their_paths() {
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            sso_with("scopes", json!(["email"])),
+            "$.sso.corp.scopes",
+            "openid",
+        ),
+        (
+            sso_with("id_token_algorithms", json!(["HS256"])),
+            "$.sso.corp.id_token_algorithms[0]",
+            "not accepted for ID tokens",
+        ),
+        (
+            sso_with("id_token_algorithms", json!(["none"])),
+            "$.sso.corp.id_token_algorithms[0]",
+            "not accepted",
+        ),
+        (
+            sso_with("issuer", json!("id.example.com")),
+            "$.sso.corp.issuer",
+            "http(s)",
+        ),
+        (
+            sso_with("session_key_env", json!("not a name")),
+            "$.sso.corp.session_key_env",
+            "binding name",
+        ),
+        (
+            sso_with("callback_path", json!("/a/../cb")),
+            "$.sso.corp.callback_path",
+            "normalized",
+        ),
+        (
+            sso_with("session_ttl_s", json!(10)),
+            "$.sso.corp.session_ttl_s",
+            "between 60",
+        ),
+        (
+            sso_with("login_ttl_s", json!(7200)),
+            "$.sso.corp.login_ttl_s",
+            "between 30",
+        ),
+        (
+            sso_with("token_auth", json!("private_key_jwt")),
+            "$.sso.corp.token_auth",
+            "not a token endpoint",
+        ),
+        (
+            sso_with("cookie", json!({ "same_site": "None" })),
+            "$.sso.corp.cookie.same_site",
+            "not accepted",
+        ),
+        (
+            sso_with("cookie", json!({ "name": "a b" })),
+            "$.sso.corp.cookie.name",
+            "not a cookie name",
+        ),
+        (
+            sso_with("forward_claims", json!({ "sub": "authorization" })),
+            "$.sso.corp.forward_claims.sub",
+            "cannot carry",
+        ),
+        (
+            sso_with("discovery", json!(false)),
+            "$.sso.corp.endpoints",
+            "no endpoints",
+        ),
+        (
+            {
+                let mut c = sso_with(
+                    "endpoints",
+                    json!({ "authorization": "https://a", "token": "ftp://t", "jwks": "https://j" }),
+                );
+                c["sso"]["corp"]["discovery"] = json!(true);
+                c
+            },
+            "$.sso.corp.discovery",
+            "endpoints are given too",
+        ),
+        (
+            sso_with(
+                "endpoints",
+                json!({ "authorization": "https://a", "token": "ftp://t", "jwks": "https://j" }),
+            ),
+            "$.sso.corp.endpoints.token",
+            "http(s)",
+        ),
+        (
+            sso_with("logout_path", json!("/_sso/login")),
+            "$.sso.corp.logout_path",
+            "already answered",
+        ),
+        (
+            sso_with("login_path", json!("/.well-known/jwks.json")),
+            "$.sso.corp.login_path",
+            "already answered",
+        ),
+        (
+            sso_with("surprise", json!(1)),
+            "$.sso.corp.surprise",
+            "unknown field",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["auth"] = json!({ "corp": { "algorithms": ["HS256"], "hmac_secret_env": "S" } });
+                c
+            },
+            "$.sso.corp",
+            "names an auth policy too",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["auth"] = json!({ "jwt": { "algorithms": ["HS256"], "hmac_secret_env": "S" } });
+                c["routes"][2]["auth"] = json!({ "use": "jwt", "login": true });
+                c
+            },
+            "$.routes[2].auth.login",
+            "has no login",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["alg"] = json!("RS256");
+                c
+            },
+            "$.identity.alg",
+            "not a signing algorithm",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["header"] = json!("cookie");
+                c
+            },
+            "$.identity.header",
+            "cannot carry",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["ttl_s"] = json!(5);
+                c
+            },
+            "$.identity.ttl_s",
+            "between 10",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["claims"] = json!(["aud"]);
+                c
+            },
+            "$.identity.claims[0]",
+            "cannot be listed",
+        ),
+    ];
+    for (c, path, message) in cases {
+        let found = problems(c);
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(message)),
+            "{path} / {message}: got {found:?}"
+        );
+    }
+}
+
+#[test]
+fn two_entries_need_their_own_paths_and_cookies() {
+    let mut c = config(json!({}));
+    c["sso"]["other"] = c["sso"]["corp"].clone();
+    let found = problems(c);
+    assert!(
+        found.iter().any(|(p, _)| p == "$.sso.other.callback_path"),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|(p, _)| p == "$.sso.other.cookie.name"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn session_keys_need_32_bytes_and_differ_by_purpose() {
+    assert!(SessionKeys::derive(&[7; 31]).is_none());
+    let k = keys();
+    assert_ne!(k.enc, k.mac);
+    // The documented derivation (README, "Single sign-on"): SHA-256 of a label and the secret.
+    let mut h = Sha256::new();
+    h.update(b"portcullis-session-v1:");
+    h.update(b"a session key of thirty-two bytes or more!");
+    assert_eq!(k.enc, <[u8; 32]>::from(h.finalize()));
+}
+
+#[test]
+fn pkce_challenge_is_rfc7636s_example() {
+    assert_eq!(
+        pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+}
+
+#[test]
+fn the_login_cookie_is_signed_bound_to_its_entry_and_expires() {
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let random: [u8; 96] = std::array::from_fn(|i| i as u8);
+    let login = LoginState::new(sso, "/app/x?y=1".into(), &random, 1000);
+    assert_eq!(login.exp, 1000 + 600);
+    assert_ne!(login.state, login.nonce);
+    let sealed = login.seal(&keys());
+    assert_eq!(
+        LoginState::open(&sealed, &keys(), "corp", 1001),
+        Some(login.clone())
+    );
+    assert_eq!(
+        LoginState::open(&sealed, &keys(), "corp", 1600),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        LoginState::open(&sealed, &keys(), "other", 1001),
+        None,
+        "another entry's"
+    );
+    let other = SessionKeys::derive(&[1; 32]).unwrap();
+    assert_eq!(
+        LoginState::open(&sealed, &other, "corp", 1001),
+        None,
+        "another key"
+    );
+    // Any change to the payload breaks the signature.
+    let (payload, tag) = sealed.split_once('.').unwrap();
+    let mut forged = login.clone();
+    forged.next = "https://evil.example/".into();
+    let forged_payload = b64(&serde_json::to_vec(&forged).unwrap());
+    assert_eq!(
+        LoginState::open(&format!("{forged_payload}.{tag}"), &keys(), "corp", 1001),
+        None
+    );
+    assert_eq!(LoginState::open(payload, &keys(), "corp", 1001), None);
+    assert!(login.state_matches(&login.state.clone()));
+    assert!(!login.state_matches("x"));
+    assert!(!login.state_matches(""));
+    assert!(login.nonce_matches(&login.nonce.clone()));
+    assert!(!login.nonce_matches(&login.state.clone()));
+}
+
+#[test]
+fn only_paths_on_this_host_are_return_addresses() {
+    for ok in ["/", "/app/x?y=1&z=%2F", "/a/b#frag"] {
+        assert_eq!(safe_next(ok), Some(ok), "{ok}");
+    }
+    for bad in [
+        "https://evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "evil",
+        "",
+        "/a\r\nSet-Cookie: x=1",
+        "/a b",
+        "/\\/evil",
+    ] {
+        assert_eq!(safe_next(bad), None, "{bad:?}");
+    }
+    assert_eq!(safe_next(&format!("/{}", "a".repeat(MAX_NEXT_BYTES))), None);
+}
+
+#[test]
+fn the_authorization_url_carries_pkce_state_and_nonce() {
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let random: [u8; 96] = std::array::from_fn(|i| (i * 7) as u8);
+    let login = LoginState::new(sso, "/".into(), &random, 0);
+    let endpoints = Endpoints {
+        authorization: "https://id.example.com/authorize?tenant=a".into(),
+        token: "https://id.example.com/token".into(),
+        jwks: "https://id.example.com/jwks".into(),
+        end_session: None,
+    };
+    let url = authorize_url(
+        sso,
+        &endpoints,
+        "https://app.example.com/_sso/callback",
+        &login,
+    );
+    let parsed = url::Url::parse(&url).unwrap();
+    let q: std::collections::HashMap<String, String> = parsed.query_pairs().into_owned().collect();
+    assert_eq!(q["tenant"], "a");
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], "portcullis");
+    assert_eq!(q["redirect_uri"], "https://app.example.com/_sso/callback");
+    assert_eq!(q["scope"], "openid email profile");
+    assert_eq!(q["state"], login.state);
+    assert_eq!(q["nonce"], login.nonce);
+    assert_eq!(q["code_challenge"], pkce_challenge(&login.verifier));
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert!(
+        !url.contains(&login.verifier),
+        "the verifier never leaves with the redirect"
+    );
+}
+
+#[test]
+fn the_token_request_authenticates_the_client_as_configured() {
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let (body, headers) = token_request(sso, "c0de", "https://a/cb", "v", "s3cr:t");
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(form["grant_type"], "authorization_code");
+    assert_eq!(form["code"], "c0de");
+    assert_eq!(form["code_verifier"], "v");
+    assert!(!form.contains_key("client_secret"));
+    let auth = crate::headers::first(&headers, "authorization").unwrap();
+    // `:` in the secret is form-encoded before the Basic encoding (RFC 6749 §2.3.1).
+    assert_eq!(
+        auth,
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("portcullis:s3cr%3At")
+        )
+    );
+    let mut post = sso.clone();
+    post.token_auth = TokenAuth::ClientSecretPost;
+    let (body, headers) = token_request(&post, "c0de", "https://a/cb", "v", "s3cr:t");
+    assert!(body.contains("client_secret=s3cr%3At"));
+    assert!(crate::headers::first(&headers, "authorization").is_none());
+    assert_eq!(
+        id_token_of(r#"{"id_token":"a.b.c","access_token":"x"}"#).as_deref(),
+        Some("a.b.c")
+    );
+    assert_eq!(id_token_of(r#"{"error":"invalid_grant"}"#), None);
+}
+
+#[test]
+fn a_session_keeps_only_the_kept_claims_and_ends() {
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let values: BTreeMap<String, Value> = [
+        ("sub", json!("u1")),
+        ("email", json!("u1@example.com")),
+        ("groups", json!(["staff", "dev"])),
+        ("phone", json!("+1 555")),
+        ("nonce", json!("n")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let identity = Identity::from_claims(values, 2000, &[]);
+    let session = Session::from_identity(sso, &identity, 1000);
+    assert_eq!(session.exp, 1000 + 28_800);
+    assert_eq!(
+        session.claims.keys().collect::<Vec<_>>(),
+        ["email", "groups", "sub"]
+    );
+    let plain = session.to_plaintext();
+    let back = g.session_identity(0, &plain, 1001).expect("valid");
+    assert_eq!(back.claims["sub"], "u1");
+    assert_eq!(back.claims["groups"], "staff,dev");
+    assert_eq!(
+        back.forward,
+        [("x-user-email".to_string(), "u1@example.com".to_string())]
+    );
+    assert_eq!(back.values["groups"], json!(["staff", "dev"]));
+    assert_eq!(
+        g.session_identity(0, &plain, session.exp),
+        Err(AuthError::NoSession("expired"))
+    );
+    assert_eq!(
+        g.session_identity(0, b"{not json", 1001),
+        Err(AuthError::NoSession("unreadable"))
+    );
+    let mut outsider = session.clone();
+    outsider.claims.insert("groups".into(), json!(["dev"]));
+    assert_eq!(
+        g.session_identity(0, &outsider.to_plaintext(), 1001),
+        Err(AuthError::InsufficientScope)
+    );
+    assert_eq!(
+        session_refusal(AuthError::InsufficientScope).status(),
+        403,
+        "403 without a bearer challenge"
+    );
+}
+
+#[test]
+fn cookies_are_http_only_secure_and_scoped() {
+    let g = gateway();
+    let c = &g.config.sso[0].cookie;
+    assert_eq!(
+        set_cookie(c, "portcullis_session", "v", 60),
+        "portcullis_session=v; Path=/; Max-Age=60; Domain=apps.example.com; HttpOnly; Secure; SameSite=Lax"
+    );
+    let strict = CookieSettings {
+        same_site: SameSite::Strict,
+        domain: None,
+        name: "s".into(),
+    };
+    assert_eq!(
+        set_cookie(&strict, "s", "", 0),
+        "s=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+    );
+    assert_eq!(login_cookie_settings(&strict).same_site, SameSite::Lax);
+}
+
+fn incoming<'a>(method: &'a str, url: &'a str, headers: &'a [(String, String)]) -> Incoming<'a> {
+    Incoming {
+        method,
+        url,
+        headers,
+    }
+}
+
+#[test]
+fn the_gateway_answers_its_sso_paths_before_routes() {
+    let g = gateway();
+    let none: Vec<(String, String)> = Vec::new();
+    let at = |method, url| g.sso_request(&incoming(method, url, &none));
+    assert_eq!(
+        at(
+            "GET",
+            "https://a.example.com/_sso/login?next=%2Fapp%2Fx%3Fy%3D1"
+        ),
+        Some(SsoRequest::Login {
+            sso: 0,
+            next: Ok("/app/x?y=1".into())
+        })
+    );
+    assert_eq!(
+        at(
+            "GET",
+            "https://a.example.com/_sso/login?next=https://evil.example"
+        ),
+        Some(SsoRequest::Login {
+            sso: 0,
+            next: Err(LoginError::BadNext)
+        })
+    );
+    assert_eq!(
+        at(
+            "GET",
+            "https://a.example.com/_sso/login?next=//evil.example"
+        ),
+        Some(SsoRequest::Login {
+            sso: 0,
+            next: Err(LoginError::BadNext)
+        })
+    );
+    assert_eq!(
+        at(
+            "GET",
+            "https://a.example.com/_sso/callback?code=c&state=s&code=d"
+        ),
+        Some(SsoRequest::Callback {
+            sso: 0,
+            callback: Callback {
+                code: Some("c".into()),
+                state: Some("s".into()),
+                error: None
+            }
+        })
+    );
+    assert_eq!(
+        at("POST", "https://a.example.com/_sso/logout"),
+        Some(SsoRequest::Logout { sso: 0 })
+    );
+    assert_eq!(
+        at("GET", "https://a.example.com/.well-known/jwks.json"),
+        Some(SsoRequest::Jwks)
+    );
+    assert_eq!(at("POST", "https://a.example.com/_sso/callback"), None);
+    assert_eq!(at("GET", "https://a.example.com/app/x"), None);
+}
+
+#[test]
+fn a_login_route_sends_browsers_to_sign_in_and_apis_get_401() {
+    let g = gateway();
+    let html = vec![(
+        "accept".to_string(),
+        "text/html,application/xhtml+xml".to_string(),
+    )];
+    let json_accept = vec![("accept".to_string(), "application/json".to_string())];
+    let m = g
+        .matched(&incoming("GET", "https://a.example.com/app/x", &html))
+        .unwrap();
+    assert!(matches!(
+        m.auth,
+        AuthStep::Session {
+            sso: 0,
+            cookie: None,
+            optional: false,
+            redirect: true
+        }
+    ));
+    let m = g
+        .matched(&incoming(
+            "GET",
+            "https://a.example.com/app/x",
+            &json_accept,
+        ))
+        .unwrap();
+    assert!(matches!(
+        m.auth,
+        AuthStep::Session {
+            redirect: false,
+            ..
+        }
+    ));
+    let m = g
+        .matched(&incoming("POST", "https://a.example.com/app/x", &html))
+        .unwrap();
+    assert!(matches!(
+        m.auth,
+        AuthStep::Session {
+            redirect: false,
+            ..
+        }
+    ));
+    // A route without `login` never redirects.
+    let m = g
+        .matched(&incoming("GET", "https://a.example.com/api/x", &html))
+        .unwrap();
+    assert!(matches!(
+        m.auth,
+        AuthStep::Session {
+            redirect: false,
+            ..
+        }
+    ));
+    let with_cookie = vec![(
+        "cookie".to_string(),
+        "a=1; portcullis_session=SEALED; b=2".to_string(),
+    )];
+    let m = g
+        .matched(&incoming(
+            "GET",
+            "https://a.example.com/app/x",
+            &with_cookie,
+        ))
+        .unwrap();
+    assert!(matches!(&m.auth, AuthStep::Session { cookie: Some(c), .. } if c == "SEALED"));
+}
+
+#[test]
+fn origins_get_session_identity_but_never_the_gateways_cookies_or_a_client_identity_header() {
+    let g = gateway();
+    let headers = vec![
+        (
+            "cookie".to_string(),
+            "a=1; portcullis_session=SEALED; portcullis_session_login=L; b=2".to_string(),
+        ),
+        ("x-portcullis-identity".to_string(), "forged".to_string()),
+        ("x-user-email".to_string(), "forged@example.com".to_string()),
+    ];
+    let req = incoming("GET", "https://a.example.com/app/x", &headers);
+    let m = g.matched(&req).unwrap();
+    let session = Session {
+        exp: 5000,
+        iat: 1000,
+        claims: [
+            ("sub", json!("u1")),
+            ("email", json!("u1@example.com")),
+            ("groups", json!("staff")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    };
+    let identity = g
+        .session_identity(0, &session.to_plaintext(), 1001)
+        .unwrap();
+    let plan = g.forward_plan(&m, &req, "rid", Some(&identity));
+    let h = |name: &str| -> Vec<&str> {
+        plan.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(h("cookie"), ["a=1; b=2"]);
+    assert!(h("x-portcullis-identity").is_empty());
+    assert_eq!(h("x-user-email"), ["u1@example.com"]);
+    assert_eq!(
+        h("x-who"),
+        ["u1@example.com"],
+        "{{claim.email}} reads the session"
+    );
+}
+
+fn ec_jwk() -> Value {
+    // RFC 7515 Appendix A.3's P-256 key.
+    json!({
+        "kty": "EC", "crv": "P-256",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        "d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI",
+        "key_ops": ["sign"], "ext": true
+    })
+}
+
+#[test]
+fn the_signing_key_gives_a_thumbprint_kid_and_a_public_jwks() {
+    let g = gateway();
+    let minting = g.config.minting.as_ref().unwrap();
+    let key = minting.signing_key(&ec_jwk().to_string()).expect("valid");
+    // RFC 7638: SHA-256 over {"crv","kty","x","y"} in that order, no spaces.
+    let canonical = r#"{"crv":"P-256","kty":"EC","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+    assert_eq!(key.kid, b64(&Sha256::digest(canonical.as_bytes())));
+    let jwks: Value = serde_json::from_str(&Minting::jwks_document(&key)).unwrap();
+    let public = &jwks["keys"][0];
+    assert!(
+        public.get("d").is_none(),
+        "the private part is never published"
+    );
+    assert_eq!(public["kid"], key.kid.as_str());
+    assert_eq!(public["alg"], "ES256");
+    assert_eq!(public["use"], "sig");
+    let private: Value = serde_json::from_str(&key.private_jwk).unwrap();
+    assert!(private.get("d").is_some() && private.get("key_ops").is_none());
+
+    let mut public_only = ec_jwk();
+    public_only.as_object_mut().unwrap().remove("d");
+    assert!(minting
+        .signing_key(&public_only.to_string())
+        .unwrap_err()
+        .contains("\"d\""));
+    let ed = json!({ "kty": "OKP", "crv": "Ed25519", "x": "x", "d": "d" });
+    assert!(minting
+        .signing_key(&ed.to_string())
+        .unwrap_err()
+        .contains("EC P-256"));
+    let err = minting.signing_key("not json").unwrap_err();
+    assert!(
+        !err.contains("not json"),
+        "the message never repeats the secret"
+    );
+}
+
+#[test]
+fn a_minted_token_names_the_gateway_the_pool_and_the_user() {
+    let g = gateway();
+    let minting = g.config.minting.as_ref().unwrap();
+    let values: BTreeMap<String, Value> = [
+        ("sub", json!("u1")),
+        ("email", json!("u1@example.com")),
+        ("groups", json!(["staff"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let identity = Identity::from_claims(values, 9999, &[]);
+    let claims = minting.claims_for(&identity, "app", 1000).unwrap();
+    assert_eq!(
+        Value::Object(claims.clone()),
+        json!({ "iss": "https://gateway.example.com", "aud": "app", "sub": "u1",
+                "email": "u1@example.com", "iat": 1000, "exp": 1060 })
+    );
+    let input = minting.signing_input("kid1", &claims);
+    let (header, payload) = input.split_once('.').unwrap();
+    let header: Value = serde_json::from_slice(&b64_decode(header).unwrap()).unwrap();
+    assert_eq!(
+        header,
+        json!({ "alg": "ES256", "typ": "JWT", "kid": "kid1" })
+    );
+    let payload: Value = serde_json::from_slice(&b64_decode(payload).unwrap()).unwrap();
+    assert_eq!(payload["sub"], "u1");
+    // Reused until 15 s (a quarter of 60 s) before expiry; the same user on another pool, or
+    // another user, gets a token of its own.
+    assert_eq!(minting.reuse_until(1000), 1045);
+    let later = minting.claims_for(&identity, "app", 1030).unwrap();
+    assert_eq!(Minting::reuse_key(&claims), Minting::reuse_key(&later));
+    let other_pool = minting.claims_for(&identity, "billing", 1000).unwrap();
+    assert_ne!(Minting::reuse_key(&claims), Minting::reuse_key(&other_pool));
+    let anonymous = Identity::from_claims(BTreeMap::new(), 0, &[]);
+    assert!(
+        minting.claims_for(&anonymous, "app", 1000).is_none(),
+        "no sub, no token"
+    );
+}
+
+#[test]
+fn discovery_must_name_the_configured_issuer() {
+    let doc = json!({
+        "issuer": "https://id.example.com",
+        "authorization_endpoint": "https://id.example.com/authorize",
+        "token_endpoint": "https://id.example.com/token",
+        "jwks_uri": "https://id.example.com/jwks",
+    })
+    .to_string();
+    let e = Endpoints::from_discovery(&doc, "https://id.example.com").unwrap();
+    assert_eq!(e.token, "https://id.example.com/token");
+    assert_eq!(e.end_session, None);
+    assert!(Endpoints::from_discovery(&doc, "https://other.example.com").is_err());
+    assert!(Endpoints::from_discovery("{}", "https://id.example.com").is_err());
+    assert_eq!(
+        Endpoints::discovery_url("https://id.example.com/"),
+        "https://id.example.com/.well-known/openid-configuration"
+    );
+}
+
+#[test]
+fn logout_goes_to_the_providers_end_session_and_back() {
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let mut e = Endpoints {
+        authorization: "https://id/authorize".into(),
+        token: "https://id/token".into(),
+        jwks: "https://id/jwks".into(),
+        end_session: Some("https://id/logout".into()),
+    };
+    assert_eq!(
+        logout_location(sso, &e, "https://a.example.com"),
+        "https://id/logout?client_id=portcullis&post_logout_redirect_uri=https%3A%2F%2Fa.example.com%2F"
+    );
+    e.end_session = None;
+    assert_eq!(logout_location(sso, &e, "https://a.example.com"), "/");
+}
+
+#[test]
+fn sso_errors_are_pages_for_browsers_and_json_for_the_rest() {
+    let e = crate::GatewayError::Login(LoginError::StateMismatch);
+    let json_body = e.response_for("rid", Some("application/json"));
+    assert_eq!(json_body.status, 400);
+    let v: Value = serde_json::from_str(&json_body.body).unwrap();
+    assert_eq!(v["error"], "login_failed");
+    let page = e.response_for("rid<", Some("text/html,*/*"));
+    assert_eq!(page.status, 400);
+    assert!(page.body.starts_with("<!doctype html>"));
+    assert!(page.body.contains("rid&lt;"), "escaped");
+    assert!(page.headers.contains(&(
+        "content-type".to_string(),
+        "text/html; charset=utf-8".to_string()
+    )));
+    assert_eq!(
+        crate::GatewayError::Login(LoginError::BadNext).code(),
+        "bad_request"
+    );
+    assert_eq!(
+        crate::GatewayError::Login(LoginError::ExchangeFailed).status(),
+        502
+    );
+    assert_eq!(
+        crate::GatewayError::Auth(AuthError::NoSession("none")).status(),
+        401
+    );
+    let r = crate::GatewayError::Auth(AuthError::NoSession("none")).response("rid");
+    assert!(!r.headers.iter().any(|(n, _)| n == "www-authenticate"));
+}
