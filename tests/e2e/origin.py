@@ -10,7 +10,9 @@ headers, body digest) so that tests can assert what the gateway forwarded:
 - /redirect: 302 with `location` and `content-location` pointing at this server itself;
 - /slow/MS: waits MS milliseconds before answering (bounded to 30 s);
 - /reveal: `server`, `x-powered-by`, `via`, and a header named in `connection`;
-- /status/CODE: answers CODE with a JSON body.
+- /status/CODE: answers CODE with a JSON body;
+- /html/...: an HTML page saying who the gateway says the user is (x-user-id, x-user-email, and
+  whether an x-portcullis-identity token came), for the browser login test.
 
 Whatever the path, a test can set `origin.mode`: "hang" (no answer for `hang_s` seconds, bounded),
 or "503" (503 with a JSON body naming the server). `stop()` closes the listening socket and every
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import json
 import socket
 import threading
@@ -144,6 +147,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps({"server": origin.name, "path": path, "query": query, "n": origin.hits[self.path],
                                "user": self.headers.get("x-user")}).encode()
             return self._send(200, body, extra)
+        if path.startswith("/html/"):
+            who = f"{self.headers.get('x-user-email') or 'anonymous'} ({self.headers.get('x-user-id') or '-'})"
+            token = self.headers.get("x-portcullis-identity")
+            page = (f"<!doctype html><html><head><title>{html.escape(origin.name)}</title></head><body>"
+                    f"<h1>Hello from {html.escape(origin.name)}</h1><p>Signed in as <b id=\"who\">{html.escape(who)}</b></p>"
+                    f"<p id=\"identity\">identity token: {'present, ' + str(len(token)) + ' bytes' if token else 'none'}</p>"
+                    f"<p>path: <code>{html.escape(self.path)}</code></p></body></html>")
+            return self._send(200, page.encode(), [("content-type", "text/html; charset=utf-8")])
         if path.startswith("/status/"):
             code = int(path.split("/")[2])
             return self._send(code, json.dumps({"status": code}).encode(), [("content-type", "application/json")])
