@@ -325,8 +325,14 @@ impl Gateway {
     /// only the adapter can verify it (see [`Gateway::matched`]).
     pub fn plan(&self, req: &Incoming<'_>, request_id: &str) -> Result<ForwardPlan, Refusal> {
         let m = self.matched(req)?;
-        if let AuthStep::Verify { .. } = m.auth {
-            return Err(self.auth_refusal(&m, AuthError::KeysUnavailable("no verifier")));
+        match m.auth {
+            AuthStep::Verify { .. } => {
+                return Err(self.auth_refusal(&m, AuthError::KeysUnavailable("no verifier")))
+            }
+            AuthStep::Session {
+                optional: false, ..
+            } => return Err(self.auth_refusal(&m, AuthError::NoSession("not read here"))),
+            _ => {}
         }
         Ok(self.forward_plan(&m, req, request_id, None))
     }
@@ -347,6 +353,9 @@ impl Gateway {
                     .map_err(|e| self.auth_refusal(&m, e))?;
                 Some(self.authenticated(&m, now)?)
             }
+            AuthStep::Session {
+                optional: false, ..
+            } => return Err(self.auth_refusal(&m, AuthError::NoSession("not read here"))),
             _ => None,
         };
         Ok(self.forward_plan(&m, req, request_id, identity.as_ref()))

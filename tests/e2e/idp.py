@@ -494,9 +494,27 @@ def _self_check() -> None:
         print(f"idp self-check passed ({idp.token_calls} token calls, {idp.token_ok} tokens issued)")
 
 
+def _serve(port: int, client_id: str, client_secret: str) -> None:
+    """`python tests/e2e/idp.py serve PORT CLIENT_ID CLIENT_SECRET`: the provider on a fixed
+    port until interrupted (scripts/dev's demo sign-in)."""
+    idp = IdP({client_id: client_secret})
+    idp.port = port
+    idp.start()
+    print(f"demo OpenID provider on {idp.issuer}: every sign-in is {idp.user.get('email')}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        idp.stop()
+
+
 if __name__ == "__main__":
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    _self_check()
+    if len(sys.argv) == 5 and sys.argv[1] == "serve":
+        _serve(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    else:
+        _self_check()
