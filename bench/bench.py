@@ -100,6 +100,8 @@ VARIANTS = [
     Variant("gateway", "gateway", "/api/public/small", what="Portcullis, public route, round robin over 2 origins"),
     Variant("gateway-jwt-fresh", "gateway", "/api/private/small", auth="fresh", what="Portcullis, RS256, a fresh token each request"),
     Variant("gateway-jwt-repeated", "gateway", "/api/private/small", auth="repeated", what="Portcullis, RS256, a repeated token"),
+    Variant("gateway-jwt-minted", "gateway-minted", "/api/private/small", auth="repeated",
+            what="Portcullis, RS256, a repeated token, and a signed identity (ES256, reused) for the origin"),
     Variant("gateway-cache-hit", "gateway", "/api/cached/small", what="Portcullis, cached route (HIT)"),
     Variant("gateway-cache-miss", "gateway", "/api/cached/small", unique=True,
             what="Portcullis, cached route (MISS: a new key each request, stored)"),
@@ -251,10 +253,14 @@ def proxy_nginx(workdir: Path, port: int, origin_port: int) -> Nginx:
     return Nginx("proxy", body, workdir)
 
 
-def gateway_config(origin_a: str, origin_b: str, jwk: dict) -> str:
+def gateway_config(origin_a: str, origin_b: str, jwk: dict, minted: bool = False) -> str:
     """The gateway doing the same job as the Hono Worker: round robin over the two origins, RS256
-    on the private route with the same key."""
+    on the private route with the same key. `minted`: with `identity`, so that every verified
+    request also carries a token the gateway signs (the IDENTITY_SIGNING_KEY binding)."""
+    identity = {"identity": {"header": "x-portcullis-identity", "alg": "ES256",
+                             "private_key_env": "IDENTITY_SIGNING_KEY", "issuer": "bench"}} if minted else {}
     return json.dumps({
+        **identity,
         "origins": {"bench": {"servers": [{"url": origin_a}, {"url": origin_b}], "timeout_ms": 10000}},
         "auth": {"bench": {"algorithms": ["RS256"], "jwks": {"keys": [jwk]}, "forward_claims": {"sub": "x-user-id"}}},
         "routes": [
@@ -529,6 +535,8 @@ def summarize(results: dict) -> dict:
         v = get(name, "cpu_us_per_req")
         added = None if v is None or public is None else v - public
         goal(text, fmt(added, "{:+.0f} µs"), None if added is None else added <= limit, "")
+    repeated, minted = get("gateway-jwt-repeated", "cpu_us_per_req"), get("gateway-jwt-minted", "cpu_us_per_req")
+    h["minted_identity_added_cpu_us"] = None if repeated is None or minted is None else minted - repeated
     hit = get("gateway-cache-hit", "cpu_us_per_req")
     goal("cached HIT cheaper in CPU than the public route's forward",
          None if hit is None or public is None else f"{hit:.0f} µs vs {public:.0f} µs",
@@ -721,6 +729,9 @@ def main() -> int:
             "hono": Workerd(None, text_bindings={"ORIGINS": f"{origin_a},{origin_b}",
                                                  "JWT_JWK": json.dumps(keys["jwk"])}, build_dir=hono_dir),
             "gateway": Workerd(gateway_config(origin_a, origin_b, keys["jwk"]), build_dir=WORKER_BUILD),
+            "gateway-minted": Workerd(gateway_config(origin_a, origin_b, keys["jwk"], minted=True),
+                                      text_bindings={"IDENTITY_SIGNING_KEY": json.dumps(keys["identity_jwk"])},
+                                      build_dir=WORKER_BUILD),
         }
         for name, w in workers.items():
             stack.callback(w.stop)

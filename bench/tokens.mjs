@@ -1,8 +1,9 @@
 // Makes an RSA 2048 key pair for one bench run and RS256 tokens signed with it.
 // Usage: node tokens.mjs COUNT > out.json
-// Prints {"jwk": <public JWK>, "tokens": [COUNT tokens]}: each token has its own jti, iss
+// Prints {"jwk": <public JWK>, "tokens": [COUNT tokens], "identity_jwk": <an EC P-256 private JWK,
+// the gateway's identity signing key for the minted-identity variant>}: each token has its own jti, iss
 // "https://bench.invalid/", aud "api", sub, iat now, exp in an hour. The private key is never
-// written anywhere.
+// written anywhere; the identity key lives only in this run's workerd binding.
 import { generateKeyPairSync, sign, randomUUID } from "node:crypto";
 
 const count = Number(process.argv[2] ?? 1);
@@ -18,4 +19,6 @@ for (let i = 0; i < count; i++) {
   const signature = sign("sha256", Buffer.from(`${header}.${payload}`), privateKey).toString("base64url");
   tokens.push(`${header}.${payload}.${signature}`);
 }
-process.stdout.write(JSON.stringify({ jwk, tokens }));
+const identity = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ format: "jwk" });
+const { kty, crv, x, y, d } = identity;
+process.stdout.write(JSON.stringify({ jwk, tokens, identity_jwk: { kty, crv, x, y, d } }));
