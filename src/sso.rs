@@ -150,6 +150,25 @@ impl LoginState {
         bool::from(self.nonce.as_bytes().ct_eq(given.as_bytes()))
     }
 
+    /// The checks of a verified ID token that belong to this login (OpenID Connect Core §3.1.3.7,
+    /// after signature, issuer, audience and times): its `nonce` is this login's, and a token
+    /// for several audiences names this client as `azp`.
+    pub fn check_id_token(&self, sso: &Sso, identity: &Identity) -> Result<(), LoginError> {
+        let nonce = identity.values.get("nonce").and_then(Value::as_str);
+        if !nonce.is_some_and(|n| self.nonce_matches(n)) {
+            return Err(LoginError::WrongNonce);
+        }
+        let audiences = match identity.values.get("aud") {
+            Some(Value::Array(list)) => list.len(),
+            _ => 1,
+        };
+        let azp = identity.values.get("azp").and_then(Value::as_str);
+        if (audiences > 1 || azp.is_some()) && azp != Some(sso.client_id.as_str()) {
+            return Err(LoginError::BadIdToken);
+        }
+        Ok(())
+    }
+
     /// Whether the callback's `state` is this login's, compared in constant time.
     pub fn state_matches(&self, given: &str) -> bool {
         bool::from(self.state.as_bytes().ct_eq(given.as_bytes()))

@@ -347,30 +347,13 @@ pub(crate) fn validate_sso(
         "the clock leeway for ID tokens, in seconds",
         problems,
     );
-    let callback_path = checked_path(
-        &raw.callback_path,
-        DEFAULT_CALLBACK_PATH,
-        format!("{at}.callback_path"),
-        problems,
-    );
-    let login_path = checked_path(
-        &raw.login_path,
-        DEFAULT_LOGIN_PATH,
-        format!("{at}.login_path"),
-        problems,
-    );
-    let logout_path = checked_path(
-        &raw.logout_path,
-        DEFAULT_LOGOUT_PATH,
-        format!("{at}.logout_path"),
-        problems,
-    );
-    let post_logout_path = checked_path(
-        &raw.post_logout_path,
-        "/",
-        format!("{at}.post_logout_path"),
-        problems,
-    );
+    let [callback_path, login_path, logout_path, post_logout_path] = [
+        ("callback_path", &raw.callback_path, DEFAULT_CALLBACK_PATH),
+        ("login_path", &raw.login_path, DEFAULT_LOGIN_PATH),
+        ("logout_path", &raw.logout_path, DEFAULT_LOGOUT_PATH),
+        ("post_logout_path", &raw.post_logout_path, "/"),
+    ]
+    .map(|(field, value, default)| checked_path(value, default, format!("{at}.{field}"), problems));
     let session_ttl_s = bounded(
         raw.session_ttl_s,
         DEFAULT_SESSION_TTL_S,

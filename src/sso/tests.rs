@@ -844,3 +844,47 @@ fn sso_errors_are_pages_for_browsers_and_json_for_the_rest() {
     let r = crate::GatewayError::Auth(AuthError::NoSession("none")).response("rid");
     assert!(!r.headers.iter().any(|(n, _)| n == "www-authenticate"));
 }
+
+#[test]
+fn an_id_token_must_carry_this_logins_nonce_and_name_this_client_among_several_audiences() {
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let random: [u8; 96] = std::array::from_fn(|i| (i * 3) as u8);
+    let login = LoginState::new(sso, "/".into(), &random, 0);
+    let id = |extra: Value| {
+        let mut values: BTreeMap<String, Value> = BTreeMap::new();
+        values.insert("sub".into(), json!("u1"));
+        values.insert("aud".into(), json!("portcullis"));
+        values.insert("nonce".into(), json!(login.nonce));
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                values.remove(k);
+            } else {
+                values.insert(k.clone(), v.clone());
+            }
+        }
+        Identity::from_claims(values, 100, &[])
+    };
+    assert_eq!(login.check_id_token(sso, &id(json!({}))), Ok(()));
+    assert_eq!(
+        login.check_id_token(sso, &id(json!({ "nonce": "other" }))),
+        Err(LoginError::WrongNonce)
+    );
+    assert_eq!(
+        login.check_id_token(sso, &id(json!({ "nonce": null }))),
+        Err(LoginError::WrongNonce)
+    );
+    let several = json!({ "aud": ["portcullis", "other"] });
+    assert_eq!(
+        login.check_id_token(sso, &id(several.clone())),
+        Err(LoginError::BadIdToken)
+    );
+    let mut with_azp = several;
+    with_azp["azp"] = json!("portcullis");
+    assert_eq!(login.check_id_token(sso, &id(with_azp.clone())), Ok(()));
+    with_azp["azp"] = json!("other");
+    assert_eq!(
+        login.check_id_token(sso, &id(with_azp)),
+        Err(LoginError::BadIdToken)
+    );
+}

@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from origin import Received, _Server
+from origin import LocalServer, Received
 
 KID = "idp-1"
 
@@ -149,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ----------------------------------------------------------------------------- routes
 
     def _handle(self):
-        idp: IdP = self.server.idp  # type: ignore[attr-defined]
+        idp: IdP = self.server.owner  # type: ignore[attr-defined]
         path, _, query = self.path.partition("?")
         body = self._read_body()
         headers = [(k.lower(), v) for k, v in self.headers.items()]
@@ -229,7 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
         return back({"code": code})
 
     def _token_error(self, status: int, error: str, description: str, basic: bool = False):
-        idp: IdP = self.server.idp  # type: ignore[attr-defined]
+        idp: IdP = self.server.owner  # type: ignore[attr-defined]
         with idp.lock:
             idp.token_errors.append(f"{error}: {description}")
         extra = [("www-authenticate", 'Basic realm="idp-test"')] if basic else []
@@ -317,14 +317,17 @@ class _Handler(BaseHTTPRequestHandler):
 DEFAULT_USER = {"sub": "user-alice", "email": "alice@example.test", "name": "Alice Example", "groups": ["staff"]}
 
 
-class IdP:
+class IdP(LocalServer):
     """One test OpenID provider on 127.0.0.1; `with IdP() as idp:` or start()/stop().
 
     `host` is the host name in the issuer and endpoint URLs (127.0.0.1 or localhost): what the
     gateway fetches and where the browser is sent."""
 
+    handler = _Handler
+
     def __init__(self, clients: Optional[dict[str, str]] = None, *, host: str = "127.0.0.1",
                  user: Optional[dict] = None, token_auth: str = "client_secret_basic"):
+        super().__init__()
         self.clients = dict(clients or {"portcullis": "portcullis-client-secret"})
         self.host = host
         self.user = dict(user or DEFAULT_USER)
@@ -332,8 +335,6 @@ class IdP:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.lock = threading.RLock()
-        self.port: Optional[int] = None
-        self._server: Optional[_Server] = None
         self.reset()
 
     def reset(self) -> None:
@@ -387,28 +388,6 @@ class IdP:
 
     def count(self, path: str) -> int:
         return sum(1 for r in self.received if r.path == path)
-
-    # ----------------------------------------------------------------------------- lifecycle
-
-    def start(self) -> "IdP":
-        self._server = _Server(("127.0.0.1", self.port or 0), _Handler)
-        self._server.idp = self  # type: ignore[attr-defined]
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server.close_all()
-            self._server = None
-
-    def __enter__(self) -> "IdP":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _self_check() -> None:

@@ -110,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self):
-        origin: Origin = self.server.origin  # type: ignore[attr-defined]
+        origin: Origin = self.server.owner  # type: ignore[attr-defined]
         path, _, query = self.path.partition("?")
         body = self._read_body()
         headers = [(k.lower(), v) for k, v in self.headers.items()]
@@ -212,14 +212,47 @@ class _Server(ThreadingHTTPServer):
                 pass
 
 
-class Origin:
-    """One origin server on 127.0.0.1; `with Origin("a") as o:` or start()/stop()."""
+class LocalServer:
+    """A server on 127.0.0.1, served on a thread: start()/stop(), or `with`. A subclass names its
+    request handler class as `handler`; the handler finds the object as `self.server.owner`.
+    `start()` again after `stop()` reopens the same port."""
 
-    def __init__(self, name: str):
-        self.name = name
-        self.received: list[Received] = []
+    handler: type
+
+    def __init__(self):
         self._server: Optional[_Server] = None
         self.port: Optional[int] = None
+
+    def start(self):
+        self._server = _Server(("127.0.0.1", self.port or 0), self.handler)
+        self._server.owner = self  # type: ignore[attr-defined]
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server.close_all()
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Origin(LocalServer):
+    """One origin server on 127.0.0.1; `with Origin("a") as o:` or start()/stop()."""
+
+    handler = _Handler
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.received: list[Received] = []
         self.mode = "ok"
         self.hang_s = 10.0
         self.hits: dict[str, int] = {}
@@ -232,29 +265,9 @@ class Origin:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Origin":
-        self._server = _Server(("127.0.0.1", self.port or 0), _Handler)
-        self._server.origin = self  # type: ignore[attr-defined]
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server.close_all()
-            self._server = None
-
     def last(self) -> Received:
         assert self.received, f"origin {self.name} received nothing"
         return self.received[-1]
-
-    def __enter__(self) -> "Origin":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main() -> None:
@@ -266,7 +279,7 @@ def main() -> None:
     name, port = sys.argv[1], int(sys.argv[2])
     origin = Origin(name)
     server = _Server(("127.0.0.1", port), _Handler)
-    server.origin = origin  # type: ignore[attr-defined]
+    server.owner = origin  # type: ignore[attr-defined]
     origin.port = port
     print(f"demo origin '{name}' on http://127.0.0.1:{port}", flush=True)
     try:

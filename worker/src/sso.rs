@@ -419,14 +419,9 @@ impl SsoCache {
         let identity = policy
             .finish(&token, now)
             .map_err(|e| fail(LoginError::BadIdToken, Some(format!("id token: {e}"))))?;
-        let nonce_ok = identity
-            .values
-            .get("nonce")
-            .and_then(|n| n.as_str())
-            .is_some_and(|n| login.nonce_matches(n));
-        if !nonce_ok {
-            return Err(fail(LoginError::WrongNonce, None));
-        }
+        login
+            .check_id_token(sso, &identity)
+            .map_err(|e| fail(e, None))?;
         let session = Session::from_identity(sso, &identity, now);
         if let Err(e) = session.identity(sso, now) {
             return Err(Refused {
