@@ -537,6 +537,11 @@ def summarize(results: dict) -> dict:
         goal(text, fmt(added, "{:+.0f} µs"), None if added is None else added <= limit, "")
     repeated, minted = get("gateway-jwt-repeated", "cpu_us_per_req"), get("gateway-jwt-minted", "cpu_us_per_req")
     h["minted_identity_added_cpu_us"] = None if repeated is None or minted is None else minted - repeated
+    diffs = [x["cpu_us_per_req"] - y["cpu_us_per_req"]
+             for x, y in zip(runs.get("gateway-jwt-minted", []), runs.get("gateway-jwt-repeated", []))
+             if x.get("cpu_us_per_req") is not None and y.get("cpu_us_per_req") is not None]
+    h["minted_identity_added_cpu_us_per_round"] = (
+        {"median": median(diffs), "min": min(diffs), "max": max(diffs)} if diffs else None)
     hit = get("gateway-cache-hit", "cpu_us_per_req")
     goal("cached HIT cheaper in CPU than the public route's forward",
          None if hit is None or public is None else f"{hit:.0f} µs vs {public:.0f} µs",
@@ -585,6 +590,9 @@ def markdown(results: dict) -> str:
         f"JS pass-through p50 {fmt(h['js_added_p50_ms'], '{:+.2f}')} ms, p99 {fmt(h['js_added_p99_ms'], '{:+.2f}')} ms",
         f"- CPU/request with a 64 KiB body over the small body's: gateway {fmt(h['gateway_64k_over_small_cpu'], '{:.2f}x')}, "
         f"JS pass-through {fmt(h['js_64k_over_small_cpu'], '{:.2f}x')}",
+        f"- CPU/request a minted identity (ES256, reused) adds to the repeated-token route: "
+        f"**{fmt(h.get('minted_identity_added_cpu_us'), '{:+.0f} µs')}** (difference of the medians)"
+        f"{added_range(h.get('minted_identity_added_cpu_us_per_round'))}",
         "",
         "Worker size (worker/build, gzip -9):",
         "",
@@ -617,6 +625,12 @@ def markdown(results: dict) -> str:
         lines.append(f"| {g['goal']} | {g['measured'] or '–'} | {g['status']} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def added_range(r: Optional[dict]) -> str:
+    if not r:
+        return ""
+    return f"; round by round: median {r['median']:+.0f} µs, from {r['min']:+.0f} to {r['max']:+.0f} µs"
 
 
 def round_range(r: Optional[dict]) -> str:

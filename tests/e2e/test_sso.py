@@ -1,4 +1,4 @@
-"""End-to-end single sign-on (docs/sso-design.md): the built Wasm worker in workerd signs users in
+"""End-to-end single sign-on (README.md, "Single sign-on"): the built Wasm worker in workerd signs users in
 against a real OpenID provider on 127.0.0.1 (idp.py), keeps them in an encrypted session cookie,
 and hands the origin their identity as headers and as a JWT it signs itself (ES256, verified
 here against the gateway's own /.well-known/jwks.json).
@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -550,6 +551,43 @@ def test_a_bearer_token_route_also_gets_a_minted_identity(gw, app, api_key):
     before = app.count()
     r = Browser(accept="application/json").request("GET", gw.base_url + "/bearer/x")
     assert r.status == 401 and app.count() == before
+
+
+def test_an_eddsa_identity_key_signs_tokens_that_verify_against_the_published_ed25519_key(app, api_key):
+    key = ed25519.Ed25519PrivateKey.generate()
+    d = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    x = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64(x), "d": b64(d)}
+    api_jwk = {**{k: v for k, v in ec_private_jwk(api_key).items() if k != "d"}, "kid": "api-1"}
+    cfg = {
+        "identity": {"header": ID_HEADER, "alg": "EdDSA", "private_key_env": "IDENTITY_SIGNING_KEY",
+                     "issuer": GW_ISS, "ttl_s": 30, "claims": ["email"]},
+        "auth": {"api": {"algorithms": ["ES256"], "jwks": {"keys": [api_jwk]}, "issuers": [API_ISS],
+                         "audiences": ["api"]}},
+        "origins": {"ed-pool": {"servers": [{"url": app.url}], "timeout_ms": 5000}},
+        "routes": [{"name": "bearer", "path": "/bearer/{*rest}", "origin": "ed-pool", "auth": "api"}],
+    }
+    now = int(time.time())
+    tok = es256_sign(api_key, {"iss": API_ISS, "aud": "api", "sub": "svc-ed", "email": "ed@example.test",
+                               "iat": now - 5, "exp": now + 300}, "api-1")
+    with Workerd(json.dumps(cfg), text_bindings={"IDENTITY_SIGNING_KEY": json.dumps(jwk)}) as wd:
+        r = Browser(accept="application/json").request("GET", wd.base_url + "/bearer/ed",
+                                                       [("authorization", "Bearer " + tok)])
+        assert r.status == 200, r.body
+        jwks = gateway_jwks(wd)
+    published = jwks["keys"][0]
+    assert published["kty"] == "OKP" and published["crv"] == "Ed25519" and published["alg"] == "EdDSA"
+    assert "d" not in published and published["x"] == jwk["x"]
+    minted = app.last().header(ID_HEADER)
+    h64, c64, s64 = minted.split(".")
+    header, claims = json.loads(b64decode(h64)), json.loads(b64decode(c64))
+    assert header == {"alg": "EdDSA", "typ": "JWT", "kid": published["kid"]}
+    public = ed25519.Ed25519PublicKey.from_public_bytes(b64decode(published["x"]))
+    public.verify(b64decode(s64), (h64 + "." + c64).encode())  # raises InvalidSignature if not
+    with pytest.raises(InvalidSignature):
+        ed25519.Ed25519PrivateKey.generate().public_key().verify(b64decode(s64), (h64 + "." + c64).encode())
+    assert claims["sub"] == "svc-ed" and claims["aud"] == "ed-pool" and claims["email"] == "ed@example.test"
+    assert claims["exp"] - claims["iat"] == 30
 
 
 # ------------------------------------------------------------------------------------ refusals
