@@ -129,12 +129,14 @@ pub enum AuthStep {
     /// A token the caller's verified-token cache already holds for this policy (see
     /// [`Gateway::matched_with`]): not parsed again.
     Cached { policy: usize, token: String },
-    /// A route of an `sso` entry: decrypt the session cookie (when there is one) and call
+    /// A route of an `sso` entry: decrypt the session cookie (the first of its values that
+    /// decrypts, when there is one) and call
     /// [`Gateway::session_identity`]. Without a valid session: anonymous when `optional`, a
     /// login redirect when `redirect` (a browser navigation on a `login` route), else 401.
     Session {
         sso: usize,
-        cookie: Option<String>,
+        /// Every value of the session cookie's name, at most [`MAX_SAME_NAME_COOKIES`].
+        cookies: Vec<String>,
         optional: bool,
         redirect: bool,
     },
@@ -220,6 +222,25 @@ impl ForwardPlan {
         join_upstream(&server.base, &self.forward_path, self.query.as_deref())
     }
 }
+
+/// Every value of cookie `name` in the request's `cookie` headers, in order. A browser sends
+/// several when cookies of one name were set for different paths or domains: a sibling host can
+/// plant one under a parent domain, so the gateway's own cookies try each rather than the first.
+pub fn cookies<'a>(
+    headers: &'a [(String, String)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "cookie")
+        .flat_map(|(_, v)| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// At most this many values of one of the gateway's cookie names are tried.
+pub const MAX_SAME_NAME_COOKIES: usize = 4;
 
 /// The value of cookie `name` in the request's `cookie` headers.
 pub fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -432,7 +453,10 @@ impl Gateway {
                 let entry = &cfg.sso[*sso];
                 AuthStep::Session {
                     sso: *sso,
-                    cookie: cookie(req.headers, &entry.cookie.name).map(str::to_string),
+                    cookies: cookies(req.headers, &entry.cookie.name)
+                        .take(MAX_SAME_NAME_COOKIES)
+                        .map(str::to_string)
+                        .collect(),
                     optional: *optional,
                     redirect: *login
                         && crate::sso::is_navigation(req.method, header(req.headers, "accept")),
@@ -706,7 +730,10 @@ impl Gateway {
     }
 
     /// Checks that hold before routing: URL and header sizes, and the gateway-wide methods.
-    fn check_request_size_and_method(&self, req: &Incoming<'_>) -> Result<(), GatewayError> {
+    pub(crate) fn check_request_size_and_method(
+        &self,
+        req: &Incoming<'_>,
+    ) -> Result<(), GatewayError> {
         let settings = &self.config.settings;
         if req.url.len() > settings.limits.max_url_bytes {
             return Err(GatewayError::UriTooLong);

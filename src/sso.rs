@@ -499,6 +499,8 @@ impl crate::gateway::Gateway {
     /// `{callback_path}` (GET), `{logout_path}` (GET, POST), and `/.well-known/jwks.json` (GET,
     /// HEAD) when `identity` is configured. `None`: not one of them.
     pub fn sso_request(&self, req: &crate::gateway::Incoming<'_>) -> Option<SsoRequest> {
+        // Too large or a refused method: route matching refuses it as for any other path.
+        self.check_request_size_and_method(req).ok()?;
         let url = crate::gateway::split_url(req.url)?;
         let path = crate::path::normalize(url.path).ok()?;
         let get = req.method == "GET";

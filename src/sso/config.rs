@@ -434,6 +434,13 @@ pub(crate) fn validate_sso(
         }
         d
     });
+    if domain.is_some() && cookie_name.starts_with("__Host-") {
+        problems.add(
+            format!("{at}.cookie.name"),
+            format!("\"{cookie_name}\" is a __Host- cookie, which browsers refuse with a Domain"),
+            Some("leave cookie.domain out, or use another name (e.g. __Secure-session)"),
+        );
+    }
     let same_site = match cookie.and_then(|c| c.same_site.as_deref()) {
         None | Some("Lax") => SameSite::Lax,
         Some("Strict") => SameSite::Strict,

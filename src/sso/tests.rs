@@ -151,6 +151,14 @@ fn sso_config_problems_name_their_paths() {
             "not a cookie name",
         ),
         (
+            sso_with(
+                "cookie",
+                json!({ "name": "__Host-s", "domain": "example.com" }),
+            ),
+            "$.sso.corp.cookie.name",
+            "__Host-",
+        ),
+        (
             sso_with("forward_claims", json!({ "sub": "authorization" })),
             "$.sso.corp.forward_claims.sub",
             "cannot carry",
@@ -567,6 +575,13 @@ fn the_gateway_answers_its_sso_paths_before_routes() {
         Some(SsoRequest::Jwks)
     );
     assert_eq!(at("POST", "https://a.example.com/_sso/callback"), None);
+    // The gateway-wide limits hold here too: route matching then refuses it as usual.
+    let long = format!(
+        "https://a.example.com/_sso/login?next=/{}",
+        "a".repeat(9000)
+    );
+    assert_eq!(at("GET", &long), None);
+    assert!(g.matched(&incoming("GET", &long, &none)).is_err());
     assert_eq!(at("GET", "https://a.example.com/app/x"), None);
 }
 
@@ -582,13 +597,13 @@ fn a_login_route_sends_browsers_to_sign_in_and_apis_get_401() {
         .matched(&incoming("GET", "https://a.example.com/app/x", &html))
         .unwrap();
     assert!(matches!(
-        m.auth,
+        &m.auth,
         AuthStep::Session {
             sso: 0,
-            cookie: None,
+            cookies,
             optional: false,
             redirect: true
-        }
+        } if cookies.is_empty()
     ));
     let m = g
         .matched(&incoming(
@@ -625,10 +640,19 @@ fn a_login_route_sends_browsers_to_sign_in_and_apis_get_401() {
             ..
         }
     ));
-    let with_cookie = vec![(
-        "cookie".to_string(),
-        "a=1; portcullis_session=SEALED; b=2".to_string(),
-    )];
+    // Every value of the name, at most four: a cookie planted under a parent domain and sent
+    // first does not hide the gateway's own.
+    let with_cookie = vec![
+        (
+            "cookie".to_string(),
+            "a=1; portcullis_session=PLANTED; b=2".to_string(),
+        ),
+        (
+            "cookie".to_string(),
+            "portcullis_session=SEALED; portcullis_session=3; portcullis_session=4; portcullis_session=5"
+                .to_string(),
+        ),
+    ];
     let m = g
         .matched(&incoming(
             "GET",
@@ -636,7 +660,9 @@ fn a_login_route_sends_browsers_to_sign_in_and_apis_get_401() {
             &with_cookie,
         ))
         .unwrap();
-    assert!(matches!(&m.auth, AuthStep::Session { cookie: Some(c), .. } if c == "SEALED"));
+    assert!(
+        matches!(&m.auth, AuthStep::Session { cookies, .. } if cookies == &["PLANTED", "SEALED", "3", "4"])
+    );
 }
 
 #[test]

@@ -807,6 +807,25 @@ def test_crafted_sessions_expired_valid_and_under_another_key(gw, app):
     assert r.status == 302 and "/authorize?" in r.header("location")
 
 
+def test_a_cookie_planted_under_the_same_name_does_not_hide_the_session(gw, app):
+    """A sibling host can set a cookie of the session's name for a parent domain or a longer path,
+    which the browser then sends first: the gateway tries each value, not only the first."""
+    now = int(time.time())
+    claims = {"sub": "planted-erin", "email": "erin@example.test", "groups": ["staff"]}
+    valid = craft_session(claims, exp=now + 600)
+    planted = craft_session(claims, exp=now + 600, secret="a-planted-key-of-enough-length-0123456789")
+    r = Browser(accept="application/json").request(
+        "GET", gw.base_url + "/api/planted",
+        [("cookie", f"{SESSION_COOKIE}=garbage; {SESSION_COOKIE}={planted}; {SESSION_COOKIE}={valid}")])
+    assert r.status == 200, r.body
+    assert app.last().header("x-user-id") == "planted-erin"
+    assert SESSION_COOKIE not in (app.last().header("cookie") or ""), "the gateway's cookies stay at the edge"
+    before = app.count()
+    r = Browser(accept="application/json").request(
+        "GET", gw.base_url + "/api/planted", [("cookie", f"{SESSION_COOKIE}=garbage; {SESSION_COOKIE}={planted}")])
+    assert r.status == 401 and app.count() == before
+
+
 def test_api_calls_without_a_session_get_401_json_not_a_redirect(gw, app):
     before = app.count()
     for method, path, accept in [("GET", "/app/x", "application/json"), ("POST", "/app/x", HTML),

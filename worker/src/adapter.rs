@@ -738,15 +738,12 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
                     let outcome = match &m.auth {
                         AuthStep::Session {
                             sso,
-                            cookie,
+                            cookies,
                             optional,
                             redirect,
                         } => {
                             html_errors = true;
-                            let session = isolate
-                                .sso
-                                .session(gateway, *sso, cookie.as_deref(), &env)
-                                .await;
+                            let session = isolate.sso.session(gateway, *sso, cookies, &env).await;
                             match session {
                                 Err((AuthError::NoSession(_), _)) if *redirect && !*optional => {
                                     log.route = Some(gateway.config.routes[m.route].name.as_str());

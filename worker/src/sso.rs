@@ -267,33 +267,49 @@ impl SsoCache {
         Ok(endpoints)
     }
 
-    /// The session of a route of `sso`: the identity, or why there is none.
+    /// The session of a route of `sso` from the values of its cookie (the first that decrypts
+    /// to a valid session): the identity, or why there is none.
     pub async fn session(
         &self,
         gateway: &Gateway,
         index: usize,
-        cookie: Option<&str>,
+        cookies: &[String],
         env: &Env,
     ) -> Result<Identity, (AuthError, Option<String>)> {
         let sso = &gateway.config.sso[index];
-        let cookie = cookie.ok_or((AuthError::NoSession("none"), None))?;
+        if cookies.is_empty() {
+            return Err((AuthError::NoSession("none"), None));
+        }
         let keys = self
             .session_keys(index, sso, env)
             .map_err(|r| (AuthError::KeysUnavailable("hmac_secret"), r.detail))?;
-        let sealed =
-            sso::b64_decode(cookie).ok_or((AuthError::NoSession("not base64url"), None))?;
-        let plain = bytes_of(sso_open(
-            &format!("session:{}", sso.name),
-            &keys.enc,
-            sso.name.as_bytes(),
-            &sealed,
-        ))
-        .await
-        .map_err(|e| (AuthError::NoSession("decrypt failed"), Some(e)))?
-        .ok_or((AuthError::NoSession("does not decrypt"), None))?;
-        gateway
-            .session_identity(index, &plain, now_s())
-            .map_err(|e| (e, None))
+        let mut refusal = (AuthError::NoSession("does not decrypt"), None);
+        for cookie in cookies {
+            let Some(sealed) = sso::b64_decode(cookie) else {
+                continue;
+            };
+            let plain = match bytes_of(sso_open(
+                &format!("session:{}", sso.name),
+                &keys.enc,
+                sso.name.as_bytes(),
+                &sealed,
+            ))
+            .await
+            {
+                Ok(Some(plain)) => plain,
+                Ok(None) => continue,
+                Err(e) => {
+                    refusal = (AuthError::NoSession("decrypt failed"), Some(e));
+                    continue;
+                }
+            };
+            // A session of ours: valid, or the reason it is not (expired, a `require` unmet).
+            match gateway.session_identity(index, &plain, now_s()) {
+                Ok(identity) => return Ok(identity),
+                Err(e) => refusal = (e, None),
+            }
+        }
+        Err(refusal)
     }
 
     /// The redirect to the provider that starts a login returning to `next`.
@@ -350,8 +366,10 @@ impl SsoCache {
         };
         let keys = self.session_keys(index, sso, env)?;
         let now = now_s();
-        let login = portcullis::gateway::cookie(headers, &sso.cookie.login_name())
-            .and_then(|v| LoginState::open(v, &keys, &sso.name, now))
+        let login_name = sso.cookie.login_name();
+        let login = portcullis::gateway::cookies(headers, &login_name)
+            .take(portcullis::gateway::MAX_SAME_NAME_COOKIES)
+            .find_map(|v| LoginState::open(v, &keys, &sso.name, now))
             .ok_or(fail(LoginError::NoLoginState, None))?;
         if !callback
             .state
