@@ -80,6 +80,20 @@ pub fn without_cookies(list: HeaderList, names: &[String]) -> HeaderList {
         .collect()
 }
 
+/// Whether the gateway may put an identity of its own making in header `name` (a verified claim,
+/// the minted identity token): a valid name that is not hop-by-hop, not one the gateway already
+/// owns, and not `Host`, `Content-Length`, `Authorization` or `Cookie`.
+pub fn can_carry_identity(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    is_valid_header_name(name)
+        && !is_hop_by_hop(&lower)
+        && !is_gateway_owned(&lower)
+        && !matches!(
+            lower.as_str(),
+            "host" | "content-length" | "authorization" | "cookie"
+        )
+}
+
 /// The header list type of the plans: lower-case names, in order, repeats allowed.
 pub type HeaderList = Vec<(String, String)>;
 

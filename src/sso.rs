@@ -485,6 +485,29 @@ pub fn login_cookie_settings(cookie: &CookieSettings) -> CookieSettings {
     }
 }
 
+impl Sso {
+    /// The `Set-Cookie` of the session cookie holding `value` for `session_ttl_s`; `None`
+    /// clears it.
+    pub fn session_cookie(&self, value: Option<&str>) -> String {
+        let name = &self.cookie.name;
+        match value {
+            Some(v) => set_cookie(&self.cookie, name, v, self.session_ttl_s),
+            None => set_cookie(&self.cookie, name, "", 0),
+        }
+    }
+
+    /// The `Set-Cookie` of the login cookie holding `value` for `login_ttl_s` (always
+    /// `SameSite=Lax`, see [`login_cookie_settings`]); `None` clears it.
+    pub fn login_cookie(&self, value: Option<&str>) -> String {
+        let settings = login_cookie_settings(&self.cookie);
+        let name = self.cookie.login_name();
+        match value {
+            Some(v) => set_cookie(&settings, &name, v, self.login_ttl_s),
+            None => set_cookie(&settings, &name, "", 0),
+        }
+    }
+}
+
 /// Whether a request is a browser navigation that may be sent to the provider: GET, `Accept`
 /// naming `text/html`.
 pub fn is_navigation(method: &str, accept: Option<&str>) -> bool {
@@ -499,6 +522,9 @@ impl crate::gateway::Gateway {
     /// `{callback_path}` (GET), `{logout_path}` (GET, POST), and `/.well-known/jwks.json` (GET,
     /// HEAD) when `identity` is configured. `None`: not one of them.
     pub fn sso_request(&self, req: &crate::gateway::Incoming<'_>) -> Option<SsoRequest> {
+        if self.config.sso.is_empty() && self.config.minting.is_none() {
+            return None;
+        }
         // Too large or a refused method: route matching refuses it as for any other path.
         self.check_request_size_and_method(req).ok()?;
         let url = crate::gateway::split_url(req.url)?;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::jwk::KeySet;
 use crate::config::{key_path, Problems};
-use crate::headers::{is_gateway_owned, is_hop_by_hop, is_valid_header_name};
+use crate::headers::{can_carry_identity, is_valid_header_name};
 
 /// The default cap on a token's length, in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
@@ -448,22 +448,14 @@ pub(crate) fn validate_forward_claims(
     let mut forward_claims = Vec::new();
     for (claim, header) in raw {
         let p = key_path(at, claim);
-        let lower = header.to_ascii_lowercase();
-        if !is_valid_header_name(header)
-            || is_hop_by_hop(&lower)
-            || is_gateway_owned(&lower)
-            || matches!(
-                lower.as_str(),
-                "host" | "content-length" | "authorization" | "cookie"
-            )
-        {
+        if !can_carry_identity(header) {
             problems.add(
                 p,
                 format!("\"{header}\" cannot carry a claim"),
                 Some("use a header of your own, such as x-user-id"),
             );
         } else {
-            forward_claims.push((claim.clone(), lower));
+            forward_claims.push((claim.clone(), header.to_ascii_lowercase()));
         }
     }
     forward_claims

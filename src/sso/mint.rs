@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::b64;
 use crate::auth::Identity;
 use crate::config::{bounded, is_identifier, Problems};
-use crate::headers::{is_gateway_owned, is_hop_by_hop, is_valid_header_name};
+use crate::headers::can_carry_identity;
 
 pub const DEFAULT_MINT_TTL_S: u64 = 60;
 pub const DEFAULT_MINT_CLAIMS: [&str; 2] = ["email", "name"];
@@ -65,14 +65,7 @@ pub(crate) fn validate_minting(raw: &RawMinting, problems: &mut Problems) -> Opt
     let before = problems.0.len();
     let at = "$.identity";
     let header = raw.header.to_ascii_lowercase();
-    if !is_valid_header_name(&raw.header)
-        || is_hop_by_hop(&header)
-        || is_gateway_owned(&header)
-        || matches!(
-            header.as_str(),
-            "host" | "content-length" | "authorization" | "cookie"
-        )
-    {
+    if !can_carry_identity(&raw.header) {
         problems.add(
             format!("{at}.header"),
             format!("\"{}\" cannot carry the identity token", raw.header),

@@ -507,6 +507,21 @@ fn cookies_are_http_only_secure_and_scoped() {
         "s=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
     );
     assert_eq!(login_cookie_settings(&strict).same_site, SameSite::Lax);
+    let mut sso = g.config.sso[0].clone();
+    sso.cookie = strict;
+    assert_eq!(
+        sso.session_cookie(Some("v")),
+        "s=v; Path=/; Max-Age=28800; HttpOnly; Secure; SameSite=Strict"
+    );
+    assert_eq!(
+        sso.login_cookie(Some("l")),
+        "s_login=l; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax",
+        "the provider's redirect back is cross-site: the login cookie must survive it"
+    );
+    assert_eq!(
+        sso.login_cookie(None),
+        "s_login=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+    );
 }
 
 fn incoming<'a>(method: &'a str, url: &'a str, headers: &'a [(String, String)]) -> Incoming<'a> {

@@ -16,7 +16,7 @@ use portcullis::auth::{AuthError, Identity};
 use portcullis::gateway::Gateway;
 use portcullis::log::AuthLog;
 use portcullis::sso::{
-    self, authorize_url, id_token_of, logout_location, public_origin_and_return_path, set_cookie,
+    self, authorize_url, id_token_of, logout_location, public_origin_and_return_path,
     token_request, Endpoints, LoginError, LoginState, Minting, Session, SessionKeys, SigningKey,
     Sso, SsoRequest, DISCOVERY_TTL_S, MAX_COOKIE_BYTES,
 };
@@ -333,12 +333,7 @@ impl SsoCache {
         let login = LoginState::new(sso, next.unwrap_or(back), &random, now_s());
         let redirect_uri = format!("{origin}{}", sso.callback_path);
         let location = authorize_url(sso, &endpoints, &redirect_uri, &login);
-        let cookie = set_cookie(
-            &sso::login_cookie_settings(&sso.cookie),
-            &sso.cookie.login_name(),
-            &login.seal(&keys),
-            sso.login_ttl_s,
-        );
+        let cookie = sso.login_cookie(Some(&login.seal(&keys)));
         Ok(Answer::redirect(
             location,
             vec![cookie],
@@ -475,15 +470,7 @@ impl SsoCache {
                 )),
             ));
         }
-        let cookies = vec![
-            set_cookie(&sso.cookie, &sso.cookie.name, &value, sso.session_ttl_s),
-            set_cookie(
-                &sso::login_cookie_settings(&sso.cookie),
-                &sso.cookie.login_name(),
-                "",
-                0,
-            ),
-        ];
+        let cookies = vec![sso.session_cookie(Some(&value)), sso.login_cookie(None)];
         let mut signed_in = log("signed_in", None);
         signed_in.iss = identity.iss.clone();
         Ok(Answer::redirect(login.next, cookies, signed_in))
@@ -499,8 +486,11 @@ impl SsoCache {
             // The provider is unreachable: the gateway's own session ends all the same.
             Err(_) => sso.post_logout_path.clone(),
         };
-        let cookie = set_cookie(&sso.cookie, &sso.cookie.name, "", 0);
-        Answer::redirect(location, vec![cookie], log("signed_out", None))
+        Answer::redirect(
+            location,
+            vec![sso.session_cookie(None)],
+            log("signed_out", None),
+        )
     }
 
     fn signing_key(&self, minting: &Minting, env: &Env) -> Result<SigningKey, String> {
@@ -587,16 +577,7 @@ impl SsoCache {
                 {
                     Ok(answer) => answer,
                     // A failed login starts again from the beginning: its state is spent.
-                    Err(r) => {
-                        let cookie = &gateway.config.sso[sso].cookie;
-                        let clear = set_cookie(
-                            &sso::login_cookie_settings(cookie),
-                            &cookie.login_name(),
-                            "",
-                            0,
-                        );
-                        refused(r, vec![clear])
-                    }
+                    Err(r) => refused(r, vec![gateway.config.sso[sso].login_cookie(None)]),
                 }
             }
             SsoRequest::Logout { sso } => self.logout(gateway, sso, url).await,
