@@ -3,9 +3,10 @@
 //! that does the I/O.
 //!
 //! Modules, in the order a request meets them:
-//! [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`auth`], [`gateway`] (the
+//! [`addr`] (address forms, a leaf), [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`auth`], [`gateway`] (the
 //! plan), [`headers`], [`cache`], [`upstream`] (servers and retries), [`error`], [`log`].
 
+pub mod addr;
 pub mod auth;
 pub mod cache;
 pub mod config;
