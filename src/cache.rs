@@ -2,10 +2,21 @@
 //! store and for how long, and how fresh a stored entry is. The adapter does the Cache API calls.
 //!
 //! Contracts:
-//! - [`CacheRule::key`] is built by the gateway, explicitly: the public host and normalized path,
-//!   the query parameters the rule lists (sorted, others ignored), the values of the listed
-//!   request headers and verified claims; hashed with SHA-256, so no token or cookie is ever in
-//!   the clear in a key. Two requests share an entry exactly when all of those are equal.
+//! - [`CacheRule::key`] is built by the gateway, explicitly, from the request as the origin will
+//!   read it: the public host and normalized path; whether the caller is anonymous or verified
+//!   (the two never share an entry); the query parameters the rule lists, decoded as form
+//!   decoders do (`%76` is `v`, `+` is a space), chosen by the lenient name match of
+//!   [`crate::query::loose_name`] (case, `.`/space as `_`, `[...]` suffixes) and also when a
+//!   `;`-separated piece of a pair carries a listed name, sorted by name with the values of one
+//!   name in their order, a pair without `=` distinct from an empty value; the values of the
+//!   listed request headers, each trimmed, in order; the JSON value of each listed verified
+//!   claim. Hashed with SHA-256, so no token or cookie is ever in the clear in a key. Two
+//!   requests share an entry only when all of those are equal.
+//! - A request is not cached (`Err` from [`CacheRule::key`], BYPASS with the reason in the log)
+//!   when a keyed query parameter has malformed percent-encoding, or a listed claim is missing
+//!   or has no header form (an object, a control character): "absent" never means "shared".
+//! - [`CacheRule::usage`]: only GET and HEAD; a rule without claims does not cache a request
+//!   carrying credentials anywhere a policy of the config reads them ([`Credentials`]).
 //! - [`CacheRule::store`] never stores a response with `Set-Cookie`, `Cache-Control: no-store` or
 //!   `private`, or a status the rule does not list; the origin's `s-maxage` (else `max-age`)
 //!   shorter than `ttl_s` wins.
@@ -14,7 +25,10 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::headers::first as header;
+use crate::auth::Identity;
+use crate::headers::{first as header, same_name};
+use crate::query;
+use crate::request::Head;
 
 /// A route's cache rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +59,28 @@ pub const ORIGIN_CACHE_CONTROL_HEADER: &str = "x-portcullis-origin-cache-control
 pub enum Use {
     /// Look up (GET, or HEAD answered from a stored GET).
     Lookup,
-    /// Not cacheable: forwarded, `x-cache-status: BYPASS`.
-    Bypass,
+    /// Not cacheable: forwarded, `x-cache-status: BYPASS`; the reason is for the log.
+    Bypass(&'static str),
+}
+
+/// Where a request can carry credentials, from every auth policy and `sso` entry of the config:
+/// `authorization`, each `token_from` header, each `token_from` cookie and each session cookie.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// Lower case.
+    pub headers: Vec<String>,
+    pub cookies: Vec<String>,
+}
+
+impl Credentials {
+    /// Whether the request carries any of them.
+    pub fn carried_by(&self, head: &Head) -> bool {
+        self.headers.iter().any(|h| head.header(h).is_some())
+            || head
+                .cookies
+                .iter()
+                .any(|(name, _)| self.cookies.iter().any(|c| c == name))
+    }
 }
 
 /// The store decision for a response.
@@ -106,81 +140,121 @@ fn part(material: &mut Vec<u8>, bytes: &[u8]) {
 
 impl CacheRule {
     /// Whether a request uses the cache. See the module docs.
-    pub fn usage(&self, method: &str, headers: &[(String, String)]) -> Use {
+    pub fn usage(&self, method: &str, head: &Head, credentials: &Credentials) -> Use {
         if method != "GET" && method != "HEAD" {
-            return Use::Bypass;
+            return Use::Bypass("method");
         }
-        // A request with credentials is cached only under the claims that identify its caller
-        // (SPEC.md, security invariants); a rule without claims does not cache it.
-        if self.claims.is_empty() && header(headers, "authorization").is_some() {
-            return Use::Bypass;
+        // A request with credentials is cached only under the claims that identify its caller;
+        // a rule without claims does not cache it, wherever the credential is carried.
+        if self.claims.is_empty() && credentials.carried_by(head) {
+            return Use::Bypass("credentials on a route keyed without claims");
         }
         if self.client_no_cache {
-            let no_cache = directives(headers)
+            let no_cache = directives(&head.headers)
                 .iter()
                 .any(|(d, _)| d == "no-cache" || d == "no-store")
-                || header(headers, "pragma").is_some_and(|p| p.eq_ignore_ascii_case("no-cache"));
+                || head
+                    .header("pragma")
+                    .is_some_and(|p| p.eq_ignore_ascii_case("no-cache"));
             if no_cache {
-                return Use::Bypass;
+                return Use::Bypass("client no-cache");
             }
         }
         Use::Lookup
     }
 
     /// The cache key: the URL under which the entry is stored, on the public host (a zone's cache
-    /// is the zone's own), ending in the SHA-256 of the key material. `claims` gives a claim's
-    /// value (verified identity); a listed claim without a value keys as absent.
-    pub fn key<'a>(
+    /// is the zone's own), ending in the SHA-256 of the key material (see the module docs), or
+    /// why the request must not be cached (the reason is for the log).
+    pub fn key(
         &self,
         route: &str,
-        host: &str,
+        head: &Head,
         path: &str,
-        query: Option<&str>,
-        headers: &[(String, String)],
-        claims: impl Fn(&str) -> Option<&'a str>,
-    ) -> String {
+        identity: Option<&Identity>,
+    ) -> Result<String, &'static str> {
         let mut material = Vec::with_capacity(256);
-        part(&mut material, b"portcullis-cache-v1");
+        part(&mut material, b"portcullis-cache-v2");
         part(&mut material, route.as_bytes());
-        part(&mut material, host.to_ascii_lowercase().as_bytes());
+        part(&mut material, head.host.as_bytes());
         part(&mut material, path.as_bytes());
-        let mut params: Vec<(&str, &str)> = query
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| p.split_once('=').unwrap_or((p, "")))
-            .filter(|(k, _)| self.query.iter().any(|q| q == k))
-            .collect();
-        params.sort_unstable();
-        for (k, v) in params {
-            part(&mut material, k.as_bytes());
-            part(&mut material, v.as_bytes());
+        // An anonymous caller and a verified one never share an entry.
+        part(
+            &mut material,
+            if identity.is_some() {
+                b"verified"
+            } else {
+                b"anonymous"
+            },
+        );
+        if !self.query.is_empty() {
+            self.query_material(head.query.as_deref().unwrap_or(""), &mut material)?;
         }
         for name in &self.headers {
             part(&mut material, name.as_bytes());
-            let values: Vec<&str> = headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .collect();
-            match values.is_empty() {
-                true => part(&mut material, b"\0absent"),
-                false => part(&mut material, values.join(", ").as_bytes()),
+            let mut seen = 0u64;
+            for (_, v) in head.headers.iter().filter(|(n, _)| same_name(n, name)) {
+                part(&mut material, v.trim().as_bytes());
+                seen += 1;
             }
+            material.extend_from_slice(&seen.to_le_bytes());
         }
-        for name in &self.claims {
-            part(&mut material, name.as_bytes());
-            match claims(name) {
-                Some(v) => part(&mut material, v.as_bytes()),
-                None => part(&mut material, b"\0absent"),
+        if let Some(identity) = identity {
+            for name in &self.claims {
+                part(&mut material, name.as_bytes());
+                match (identity.values.get(name), identity.claims.get(name)) {
+                    (Some(value), Some(_)) => part(&mut material, value.to_string().as_bytes()),
+                    (None, Some(text)) => part(&mut material, text.as_bytes()),
+                    (Some(_), None) => return Err("a key claim has no header form"),
+                    (None, None) => return Err("a key claim is missing"),
+                }
             }
         }
         let digest = Sha256::digest(&material);
-        format!(
+        Ok(format!(
             "https://{}/.portcullis-cache/{}",
-            host.to_ascii_lowercase(),
+            head.host,
             hex(&digest)
-        )
+        ))
+    }
+
+    /// The key's query part: every pair that some origin may read as a listed parameter, decoded,
+    /// in order of appearance within each name (sorted by name otherwise).
+    fn query_material(&self, raw: &str, material: &mut Vec<u8>) -> Result<(), &'static str> {
+        let listed: Vec<Vec<u8>> = self
+            .query
+            .iter()
+            .map(|q| query::loose_name(&query::decode(q).0))
+            .collect();
+        let mut chosen: Vec<(Vec<u8>, query::Pair<'_>)> = Vec::new();
+        for pair in query::pairs(raw) {
+            let loose = query::loose_name(&pair.name);
+            let by_semicolon = || {
+                query::sub_names(pair.raw)
+                    .into_iter()
+                    .find(|n| listed.contains(n))
+            };
+            let key = if listed.contains(&loose) {
+                Some(loose)
+            } else {
+                by_semicolon()
+            };
+            if let Some(key) = key {
+                if pair.malformed {
+                    return Err("a keyed query parameter has malformed percent-encoding");
+                }
+                chosen.push((key, pair));
+            }
+        }
+        // Stable: the values of one name keep their order (`v=1&v=2` is not `v=2&v=1`).
+        chosen.sort_by(|a, b| a.0.cmp(&b.0));
+        part(material, &(chosen.len() as u64).to_le_bytes());
+        for (_, pair) in chosen {
+            part(material, &pair.name);
+            part(material, if pair.has_value { b"=" } else { b"" });
+            part(material, &pair.value);
+        }
+        Ok(())
     }
 
     /// Whether to store a response, and for how long. See the module docs.

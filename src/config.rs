@@ -152,6 +152,9 @@ pub struct Config {
     /// The `forward_claims` header names of every policy and `sso` entry, and the identity
     /// header (lower case): a client's copies are dropped on every route.
     pub claim_headers: Vec<String>,
+    /// Every header and cookie a policy or `sso` entry reads credentials from: a request
+    /// carrying one is not cached on a route keyed without claims.
+    pub credentials: crate::cache::Credentials,
     pub(crate) table: RouteTable,
 }
 
@@ -537,8 +540,10 @@ impl Config {
         // Routing conflicts among the routes that are valid on their own, so that one run reports
         // them together with everything else.
         let table = RouteTable::build(&routes, |i| file_index[i]);
+        let credentials = credentials(&policies, &sso);
         match table {
             Ok(table) if problems.0.is_empty() => Ok(Config {
+                credentials,
                 origins,
                 routes,
                 settings,
@@ -564,6 +569,27 @@ impl Config {
 }
 
 /// Reads an optional integer field within `range`, or reports it.
+/// Where the config's policies and `sso` entries read credentials from (see [`Config::credentials`]).
+fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
+    use crate::auth::policy::TokenSource;
+    let mut out = crate::cache::Credentials {
+        headers: vec!["authorization".to_string()],
+        cookies: sso.iter().map(|s| s.cookie.name.clone()).collect(),
+    };
+    for source in policies.iter().flat_map(|p| p.token_from.iter()) {
+        match source {
+            TokenSource::Authorization => {}
+            TokenSource::Header(name) => out.headers.push(name.clone()),
+            TokenSource::Cookie(name) => out.cookies.push(name.clone()),
+        }
+    }
+    for list in [&mut out.headers, &mut out.cookies] {
+        list.sort();
+        list.dedup();
+    }
+    out
+}
+
 pub(crate) fn bounded(
     value: Option<u64>,
     default: u64,

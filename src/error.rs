@@ -15,6 +15,8 @@ use crate::sso::LoginError;
 pub enum GatewayError {
     /// The path or request line is malformed.
     BadRequest(PathError),
+    /// A request header is refused (a name with `_` under `underscores_in_headers: reject`).
+    BadHeader(&'static str),
     /// The client's request body could not be read (the client went away mid-body).
     UnreadableBody,
     /// No route matches host and path.
@@ -64,7 +66,9 @@ impl GatewayError {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::UnreadableBody => 400,
+            GatewayError::BadRequest(_)
+            | GatewayError::BadHeader(_)
+            | GatewayError::UnreadableBody => 400,
             GatewayError::NoRoute => 404,
             GatewayError::Forbidden(_) => 403,
             GatewayError::PayloadTooLarge => 413,
@@ -85,7 +89,9 @@ impl GatewayError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::UnreadableBody => "bad_request",
+            GatewayError::BadRequest(_)
+            | GatewayError::BadHeader(_)
+            | GatewayError::UnreadableBody => "bad_request",
             GatewayError::NoRoute => "no_route",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::PayloadTooLarge => "payload_too_large",
@@ -108,6 +114,7 @@ impl GatewayError {
     pub fn message(&self) -> String {
         match self {
             GatewayError::BadRequest(e) => format!("malformed request: {e}"),
+            GatewayError::BadHeader(reason) => format!("malformed request: {reason}"),
             GatewayError::UnreadableBody => "the request body could not be read".into(),
             GatewayError::NoRoute => "no route matches this request".into(),
             GatewayError::Forbidden(reason) => (*reason).into(),

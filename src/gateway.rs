@@ -14,6 +14,7 @@ use crate::error::GatewayError;
 use crate::headers::{self, first as header, Forwarding, HeaderList, PublicSide};
 use crate::path;
 use crate::policy::{self, Preflight};
+use crate::request::{Head, ReadError};
 use crate::router::Lookup;
 use crate::template::Var;
 
@@ -27,48 +28,7 @@ pub struct Incoming<'a> {
     pub headers: &'a [(String, String)],
 }
 
-/// A URL split into the parts the gateway uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UrlParts<'a> {
-    pub scheme: &'a str,
-    /// Host and port as written: `api.example.com`, `127.0.0.1:8787`, `[::1]:8787`.
-    pub authority: &'a str,
-    /// The host alone, without port or brackets' port.
-    pub host: &'a str,
-    /// The raw path, `/` when empty.
-    pub path: &'a str,
-    /// The raw query without `?`, if any.
-    pub query: Option<&'a str>,
-}
-
-/// Splits an absolute URL; `None` when it is not one.
-pub fn split_url(url: &str) -> Option<UrlParts<'_>> {
-    let (scheme, rest) = url.split_once("://")?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let rest = &rest[end..];
-    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    let host = if authority.starts_with('[') {
-        authority.find(']').map_or(authority, |i| &authority[..=i])
-    } else {
-        authority.split_once(':').map_or(authority, |(h, _)| h)
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some(UrlParts {
-        scheme,
-        authority,
-        host,
-        path: if path.is_empty() { "/" } else { path },
-        query,
-    })
-}
+pub use crate::request::{split_url, UrlParts};
 
 /// A request the gateway will forward, with everything the response needs.
 #[derive(Debug, Clone)]
@@ -147,8 +107,10 @@ pub enum AuthStep {
 pub enum CacheStep {
     /// Look up this key (the URL of the entry); store the response under it on a miss.
     Lookup { key: String },
-    /// Not cacheable (method, or the client's `no-cache`): forwarded, `x-cache-status: BYPASS`.
-    Bypass,
+    /// Not cached (the method, the client's `no-cache`, credentials on a route keyed without
+    /// claims, a key claim missing or without a header form): forwarded,
+    /// `x-cache-status: BYPASS`; the reason goes to the log.
+    Bypass { reason: &'static str },
 }
 
 /// A request to the admin path.
@@ -180,31 +142,6 @@ pub fn bearer_matches(expected: &str, authorization: Option<&str>) -> bool {
         .zip(expected.bytes())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b))
         == 0
-}
-
-/// Percent-decodes a query value (`+` as space); `None` for invalid encodings or UTF-8.
-fn decode_query_value(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = value.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The refusal of a request: the error, and the route when one had matched.
@@ -256,20 +193,16 @@ pub fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 /// The request's value of a pool's `hash_on`.
 fn hash_key<'a>(
     origin: &Origin,
-    headers: &[(String, String)],
-    client_ip: Option<&str>,
+    head: &Head,
     claim: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<String> {
     let Balance::Hash(on) = &origin.balance else {
         return None;
     };
     match on {
-        HashOn::ClientIp => client_ip.map(str::to_string),
-        HashOn::Header(name) => headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone()),
-        HashOn::Cookie(name) => cookie(headers, name).map(str::to_string),
+        HashOn::ClientIp => head.client_ip_text.clone(),
+        HashOn::Header(name) => head.header(name).map(str::to_string),
+        HashOn::Cookie(name) => head.cookie(name).map(str::to_string),
         HashOn::Claim(name) => claim(name).map(str::to_string),
     }
 }
@@ -277,19 +210,6 @@ fn hash_key<'a>(
 /// The request's declared body length.
 pub fn content_length(headers: &[(String, String)]) -> Option<u64> {
     header(headers, "content-length").and_then(|v| v.trim().parse().ok())
-}
-
-/// The client address from `CF-Connecting-IP`, only when it parses as an IP address.
-fn client_ip(headers: &[(String, String)]) -> Option<String> {
-    let value = headers
-        .iter()
-        .find(|(n, _)| n == "cf-connecting-ip")?
-        .1
-        .trim();
-    value
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| ip.to_string())
 }
 
 /// The forwarded path for a route, from the normalized request path and its parameters.
@@ -341,11 +261,35 @@ impl Gateway {
         Gateway { config }
     }
 
+    /// Reads a request once into the form every phase decides on (see [`crate::request`]).
+    pub fn read(&self, req: &Incoming<'_>) -> Result<Head, Refusal> {
+        let refuse = |error| Refusal {
+            error,
+            route: None,
+            path: None,
+        };
+        Head::read(
+            req.method,
+            req.url,
+            req.headers,
+            self.config.settings.underscores,
+        )
+        .map_err(|e| {
+            refuse(match e {
+                ReadError::NotAbsolute => GatewayError::BadRequest(path::PathError::NotAbsolute),
+                ReadError::UnderscoreHeader => {
+                    GatewayError::BadHeader("header names with underscores are not accepted")
+                }
+            })
+        })
+    }
+
     /// Decides what to do with a request that needs no signature verification (public routes,
     /// anonymous requests on optional ones); a token to verify is refused with 401 here, since
     /// only the adapter can verify it (see [`Gateway::matched`]).
     pub fn plan(&self, req: &Incoming<'_>, request_id: &str) -> Result<ForwardPlan, Refusal> {
-        let m = self.matched(req)?;
+        let head = self.read(req)?;
+        let m = self.matched_with(&head, |_, _| false)?;
         match m.auth {
             AuthStep::Verify { .. } => {
                 return Err(self.auth_refusal(&m, AuthError::KeysUnavailable("no verifier")))
@@ -355,7 +299,7 @@ impl Gateway {
             } => return Err(self.auth_refusal(&m, AuthError::NoSession("not read here"))),
             _ => {}
         }
-        Ok(self.forward_plan(&m, req, request_id, None))
+        Ok(self.forward_plan(&m, &head, request_id, None))
     }
 
     /// [`Gateway::plan`] with the signature verified outside the Worker (the CLI, tests): see
@@ -367,7 +311,8 @@ impl Gateway {
         now: i64,
         secret: impl Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<ForwardPlan, Refusal> {
-        let m = self.matched(req)?;
+        let head = self.read(req)?;
+        let m = self.matched_with(&head, |_, _| false)?;
         let identity = match &m.auth {
             AuthStep::Verify { policy, token } => {
                 crate::auth::verify::verify_prepared(&self.config.policies[*policy], token, secret)
@@ -379,20 +324,20 @@ impl Gateway {
             } => return Err(self.auth_refusal(&m, AuthError::NoSession("not read here"))),
             _ => None,
         };
-        Ok(self.forward_plan(&m, req, request_id, identity.as_ref()))
+        Ok(self.forward_plan(&m, &head, request_id, identity.as_ref()))
     }
 
     /// Steps 2 and 3, and the part of step 5 that needs no key: the route, or the refusal.
     pub fn matched(&self, req: &Incoming<'_>) -> Result<Matched, Refusal> {
-        self.matched_with(req, |_, _| false)
+        self.matched_with(&self.read(req)?, |_, _| false)
     }
 
-    /// [`Gateway::matched`], where `is_cached(policy, token)` says whether the caller holds a
-    /// still-valid verification of this exact token for this policy: such a token becomes
-    /// [`AuthStep::Cached`] without being parsed again.
+    /// [`Gateway::matched`] on a request already read, where `is_cached(policy, token)` says
+    /// whether the caller holds a still-valid verification of this exact token for this policy:
+    /// such a token becomes [`AuthStep::Cached`] without being parsed again.
     pub fn matched_with(
         &self,
-        req: &Incoming<'_>,
+        head: &Head,
         is_cached: impl Fn(usize, &str) -> bool,
     ) -> Result<Matched, Refusal> {
         let refuse = |error, route, path: Option<&str>| Refusal {
@@ -400,44 +345,37 @@ impl Gateway {
             route,
             path: path.map(str::to_string),
         };
-        self.check_request_size_and_method(req)
+        self.check_request_size_and_method(head)
             .map_err(|e| refuse(e, None, None))?;
-        let Some(url) = split_url(req.url) else {
-            return Err(refuse(
-                GatewayError::BadRequest(path::PathError::NotAbsolute),
-                None,
-                None,
-            ));
-        };
-        let normalized = path::normalize(url.path)
+        let normalized = head
+            .path
+            .clone()
             .map_err(|e| refuse(GatewayError::BadRequest(e), None, None))?;
-        let host = url.host.to_ascii_lowercase();
         let cfg = &self.config;
-        let (index, params) = match cfg
-            .table
-            .lookup(&cfg.routes, &host, &normalized, req.method)
-        {
-            Lookup::Matched { route, params } => (route, params),
-            Lookup::MethodNotAllowed { allow, .. } => {
-                return Err(refuse(
-                    GatewayError::MethodNotAllowed { allow },
-                    None,
-                    Some(&normalized),
-                ));
-            }
-            Lookup::NoRoute => return Err(refuse(GatewayError::NoRoute, None, Some(&normalized))),
-        };
+        let (index, params) =
+            match cfg
+                .table
+                .lookup(&cfg.routes, &head.host, &normalized, &head.method)
+            {
+                Lookup::Matched { route, params } => (route, params),
+                Lookup::MethodNotAllowed { allow, .. } => {
+                    return Err(refuse(
+                        GatewayError::MethodNotAllowed { allow },
+                        None,
+                        Some(&normalized),
+                    ));
+                }
+                Lookup::NoRoute => {
+                    return Err(refuse(GatewayError::NoRoute, None, Some(&normalized)))
+                }
+            };
         let route = &cfg.routes[index];
         // Step 4, edge policy, before auth: IP rules, then the declared body size.
-        if !route
-            .policy
-            .ip_rules
-            .allows(client_ip(req.headers).as_deref())
-        {
+        if !route.policy.ip_rules.allows(head.client_ip) {
             let error = GatewayError::Forbidden("your address may not use this route");
             return Err(refuse(error, Some(index), Some(&normalized)));
         }
-        if policy::body_too_large(content_length(req.headers), route.policy.max_body_bytes) {
+        if policy::body_too_large(content_length(&head.headers), route.policy.max_body_bytes) {
             return Err(refuse(
                 GatewayError::PayloadTooLarge,
                 Some(index),
@@ -453,13 +391,14 @@ impl Gateway {
                 let entry = &cfg.sso[*sso];
                 AuthStep::Session {
                     sso: *sso,
-                    cookies: cookies(req.headers, &entry.cookie.name)
+                    cookies: head
+                        .cookie_values(&entry.cookie.name)
                         .take(MAX_SAME_NAME_COOKIES)
                         .map(str::to_string)
                         .collect(),
                     optional: *optional,
                     redirect: *login
-                        && crate::sso::is_navigation(req.method, header(req.headers, "accept")),
+                        && crate::sso::is_navigation(&head.method, head.header("accept")),
                 }
             }
             Some(RouteAuth {
@@ -468,7 +407,7 @@ impl Gateway {
             }) => {
                 let index_of_policy = *index_of_policy;
                 let policy = &cfg.policies[index_of_policy];
-                match token::extract(&policy.token_from, req.headers) {
+                match token::extract(&policy.token_from, head) {
                     None if *optional => AuthStep::Anonymous,
                     None => {
                         return Err(refuse(
@@ -529,34 +468,26 @@ impl Gateway {
     pub fn forward_plan(
         &self,
         m: &Matched,
-        req: &Incoming<'_>,
+        head: &Head,
         request_id: &str,
         identity: Option<&Identity>,
     ) -> ForwardPlan {
         let cfg = &self.config;
         let (index, normalized, params) = (m.route, &m.path, &m.params);
-        // `matched` split the same URL.
-        let url = split_url(req.url).unwrap_or(UrlParts {
-            scheme: "https",
-            authority: "",
-            host: "",
-            path: "/",
-            query: None,
-        });
         let route = &cfg.routes[index];
         let origin = &cfg.origins[route.origin];
         let forwarded_path = rewrite_path(route, normalized, params);
-        let client_ip = client_ip(req.headers);
+        let client_ip = head.client_ip_text.as_deref();
         let claims = identity.map(|i| &i.claims);
         let claim = |name: &str| claims.and_then(|c| c.get(name)).map(String::as_str);
         let rate_limit = route.policy.rate_limit.as_ref().and_then(|rl| {
-            rl.key_for(&route.name, client_ip.as_deref(), req.headers, claim)
+            rl.key_for(&route.name, client_ip, &head.headers, claim)
                 .map(|key| (rl.binding.clone(), key))
         });
         let fwd = Forwarding {
-            client_ip: client_ip.as_deref(),
-            proto: url.scheme,
-            public_host: url.authority,
+            client_ip,
+            proto: &head.scheme,
+            public_host: &head.authority,
             request_id,
             claim_headers: &cfg.claim_headers,
             forward_claims: identity.map_or(&[], |i| i.forward.as_slice()),
@@ -565,53 +496,46 @@ impl Gateway {
             lookup_var(
                 v,
                 request_id,
-                client_ip.as_deref(),
+                client_ip,
                 &route.name,
-                url.authority,
+                &head.authority,
                 params,
                 claims,
             )
         };
-        let headers = headers::request_plan(req.headers, &fwd, &route.request_headers, lookup);
+        let headers = headers::request_plan(&head.headers, &fwd, &route.request_headers, lookup);
         let headers = headers::without_cookies(headers, &cfg.sso_cookies);
         ForwardPlan {
             route: index,
-            method: req.method.to_string(),
+            method: head.method.clone(),
             origin: route.origin,
-            query: url.query.map(str::to_string),
-            hash_key: hash_key(origin, req.headers, client_ip.as_deref(), claim),
+            query: head.query.clone(),
+            hash_key: hash_key(origin, head, claim),
             cors_origin: route
                 .policy
                 .cors
                 .as_ref()
-                .and_then(|_| header(req.headers, "origin"))
+                .and_then(|_| head.header("origin"))
                 .map(str::to_string),
             max_body_bytes: route.policy.max_body_bytes,
             rate_limit,
-            cache: route
-                .cache
-                .as_ref()
-                .map(|rule| match rule.usage(req.method, req.headers) {
-                    cache::Use::Bypass => CacheStep::Bypass,
-                    cache::Use::Lookup => CacheStep::Lookup {
-                        key: rule.key(
-                            &route.name,
-                            url.host,
-                            normalized,
-                            url.query,
-                            req.headers,
-                            claim,
-                        ),
+            cache: route.cache.as_ref().map(|rule| {
+                match rule.usage(&head.method, head, &cfg.credentials) {
+                    cache::Use::Bypass(reason) => CacheStep::Bypass { reason },
+                    cache::Use::Lookup => match rule.key(&route.name, head, normalized, identity) {
+                        Ok(key) => CacheStep::Lookup { key },
+                        Err(reason) => CacheStep::Bypass { reason },
                     },
-                }),
+                }
+            }),
             forward_path: forwarded_path,
             headers,
             path: normalized.clone(),
             params: params.clone(),
             claims: identity.map(|i| i.claims.clone()).unwrap_or_default(),
-            client_ip: client_ip.clone(),
-            public_origin: format!("{}://{}", url.scheme, url.authority),
-            public_host: url.authority.to_string(),
+            client_ip: head.client_ip_text.clone(),
+            public_origin: head.public_origin(),
+            public_host: head.authority.clone(),
             request_id: request_id.to_string(),
         }
     }
@@ -694,22 +618,22 @@ impl Gateway {
         out
     }
 
-    /// A request on the admin path, if it is one. The credential is checked by the caller with
-    /// [`bearer_matches`] against the secret named by `admin.token_env`.
-    pub fn admin_request(&self, req: &Incoming<'_>) -> Option<AdminRequest> {
+    /// A request on the admin path, if it is one: matched on the normalized path (the one form
+    /// routes are matched on), letter case ignored, so that no spelling of it reaches an origin.
+    /// The credential is checked by the caller with [`bearer_matches`] against the secret named
+    /// by `admin.token_env`.
+    pub fn admin_request(&self, head: &Head) -> Option<AdminRequest> {
         let admin = self.config.admin.as_ref()?;
-        let url = split_url(req.url)?;
-        let rest = url.path.strip_prefix(admin.path.as_str())?;
+        let path = head.path.as_deref().ok()?;
+        let inside = path
+            .get(..admin.path.len())
+            .filter(|p| p.eq_ignore_ascii_case(&admin.path))?;
+        let rest = &path[inside.len()..];
         if !(rest.is_empty() || rest.starts_with('/')) {
             return None;
         }
-        let target = url
-            .query
-            .unwrap_or("")
-            .split('&')
-            .find_map(|p| p.strip_prefix("url="))
-            .and_then(decode_query_value);
-        Some(match (req.method, rest, target) {
+        let target = crate::query::first_value(head.query.as_deref(), "url");
+        Some(match (head.method.as_str(), rest, target) {
             ("DELETE", "/cache", Some(target)) => AdminRequest::Purge { target },
             _ => AdminRequest::NotFound,
         })
@@ -725,23 +649,20 @@ impl Gateway {
         };
         match self.plan(&req, "purge").ok()?.cache? {
             CacheStep::Lookup { key } => Some(key),
-            CacheStep::Bypass => None,
+            CacheStep::Bypass { .. } => None,
         }
     }
 
     /// Checks that hold before routing: URL and header sizes, and the gateway-wide methods.
-    pub(crate) fn check_request_size_and_method(
-        &self,
-        req: &Incoming<'_>,
-    ) -> Result<(), GatewayError> {
+    pub(crate) fn check_request_size_and_method(&self, head: &Head) -> Result<(), GatewayError> {
         let settings = &self.config.settings;
-        if req.url.len() > settings.limits.max_url_bytes {
+        if head.url_bytes > settings.limits.max_url_bytes {
             return Err(GatewayError::UriTooLong);
         }
-        if policy::header_bytes(req.headers) > settings.limits.max_header_bytes {
+        if head.header_bytes > settings.limits.max_header_bytes {
             return Err(GatewayError::HeadersTooLarge);
         }
-        if !settings.methods.iter().any(|m| m == req.method) {
+        if !settings.methods.contains(&head.method) {
             return Err(GatewayError::MethodNotAllowed {
                 allow: settings.methods.clone(),
             });
@@ -752,17 +673,18 @@ impl Gateway {
     /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) for a route
     /// with `cors`: `Some(Ok(headers))` to answer 204 at the edge, `Some(Err(_))` to refuse with
     /// 403 and no CORS headers; `None` when this is not such a request (plan it as usual).
-    pub fn preflight(&self, req: &Incoming<'_>) -> Option<Result<HeaderList, Refusal>> {
-        if req.method != "OPTIONS" {
+    pub fn preflight(&self, head: &Head) -> Option<Result<HeaderList, Refusal>> {
+        if head.method != "OPTIONS" {
             return None;
         }
-        let origin = header(req.headers, "origin")?;
-        let method = header(req.headers, "access-control-request-method")?;
-        let url = split_url(req.url)?;
-        let normalized = path::normalize(url.path).ok()?;
+        let origin = head.header("origin")?;
+        let method = head.header("access-control-request-method")?;
+        let normalized = head.path.clone().ok()?;
         let cfg = &self.config;
-        let host = url.host.to_ascii_lowercase();
-        let index = match cfg.table.lookup(&cfg.routes, &host, &normalized, method) {
+        let index = match cfg
+            .table
+            .lookup(&cfg.routes, &head.host, &normalized, method)
+        {
             Lookup::Matched { route, .. } => route,
             // The path has routes, none for the requested method: refuse it on a CORS route.
             Lookup::MethodNotAllowed { routes, .. } => *routes
@@ -779,16 +701,12 @@ impl Gateway {
                 path: Some(normalized.clone()),
             }))
         };
-        if !route
-            .policy
-            .ip_rules
-            .allows(client_ip(req.headers).as_deref())
-        {
+        if !route.policy.ip_rules.allows(head.client_ip) {
             return refuse(GatewayError::Forbidden(
                 "your address may not use this route",
             ));
         }
-        let requested = header(req.headers, "access-control-request-headers");
+        let requested = head.header("access-control-request-headers");
         match cors.preflight(origin, method, requested) {
             Preflight::Allow(mut headers) => {
                 headers.push(("content-length".to_string(), "0".to_string()));

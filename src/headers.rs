@@ -33,6 +33,50 @@ pub(crate) fn is_gateway_owned(name: &str) -> bool {
     GATEWAY_OWNED.contains(&name) || name.starts_with("x-forwarded-")
 }
 
+/// A header name as origins that fold `_` into `-` read it: lower case, `_` as `-`.
+pub fn canonical_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// Whether two header names are one to an origin that folds `_` into `-` (letter case ignored).
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let fold = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            fold(x) == fold(y)
+        })
+}
+
+/// Request header names (canonical) a client may never send under another spelling: hop-by-hop
+/// and gateway-owned ones, the ones the gateway reads for itself (`host`, `content-length`,
+/// `authorization`, `cookie`, the `cf-` headers Cloudflare sets), and the identity headers.
+pub(crate) fn is_sensitive_request_name(canonical: &str) -> bool {
+    is_hop_by_hop(canonical)
+        || is_gateway_owned(canonical)
+        || canonical.starts_with("cf-")
+        || canonical.starts_with("x-portcullis")
+        || matches!(
+            canonical,
+            "host"
+                | "content-length"
+                | "content-type"
+                | "authorization"
+                | "cookie"
+                | "true-client-ip"
+        )
+}
+
 /// RFC 9110 token characters.
 pub fn is_valid_header_name(name: &str) -> bool {
     !name.is_empty()
@@ -48,11 +92,13 @@ pub fn is_valid_header_value(value: &str) -> bool {
         .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-/// The first value of a header in a list with lower-case names.
+/// The first value of a header in a list with lower-case names; `_` and `-` in names are one
+/// (a list can hold a `_` name only under `settings.underscores_in_headers: allow`, which keeps
+/// no two spellings of one name).
 pub fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
-        .find(|(n, _)| n == name)
+        .find(|(n, _)| n == name || same_name(n, name))
         .map(|(_, v)| v.as_str())
 }
 
@@ -115,10 +161,10 @@ fn apply_rules<'a>(
     lookup: &impl Fn(&Var) -> Option<&'a str>,
 ) {
     if !rules.remove.is_empty() {
-        out.retain(|(n, _)| !rules.remove.contains(n));
+        out.retain(|(n, _)| !rules.remove.iter().any(|r| same_name(r, n)));
     }
     for (name, template) in &rules.set {
-        out.retain(|(n, _)| n != name);
+        out.retain(|(n, _)| !same_name(n, name));
         if let Some(value) = template.render(lookup) {
             out.push((name.clone(), value));
         }
@@ -163,11 +209,17 @@ pub fn request_plan<'a>(
     let mut out: HeaderList = incoming
         .iter()
         .filter(|(n, _)| {
-            !is_hop_by_hop(n)
-                && !is_gateway_owned(n)
+            // Every spelling an origin may fold into the same name takes the same decision.
+            let n: std::borrow::Cow<'_, str> = if n.contains('_') {
+                canonical_name(n).into()
+            } else {
+                n.as_str().into()
+            };
+            !is_hop_by_hop(&n)
+                && !is_gateway_owned(&n)
                 && n != "host"
-                && !named.contains(n)
-                && !fwd.claim_headers.contains(n)
+                && !named.iter().any(|t| same_name(t, &n))
+                && !fwd.claim_headers.iter().any(|c| same_name(c, &n))
         })
         .cloned()
         .collect();
@@ -179,7 +231,7 @@ pub fn request_plan<'a>(
     out.push(("x-forwarded-host".into(), fwd.public_host.into()));
     apply_rules(&mut out, rules, &lookup);
     for (name, value) in fwd.forward_claims {
-        out.retain(|(n, _)| n != name);
+        out.retain(|(n, _)| !same_name(n, name));
         out.push((name.clone(), value.clone()));
     }
     out

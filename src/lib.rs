@@ -3,8 +3,9 @@
 //! that does the I/O.
 //!
 //! Modules, in the order a request meets them:
-//! [`addr`] (address forms, a leaf), [`config`] (loaded once), [`request_id`], [`path`], [`router`], [`auth`], [`gateway`] (the
-//! plan), [`headers`], [`cache`], [`upstream`] (servers and retries), [`error`], [`log`].
+//! [`config`] (loaded once), [`request_id`], [`request`] (the one reading of a request:
+//! [`path`], [`query`], [`addr`]), [`router`], [`auth`], [`gateway`] (the plan), [`headers`],
+//! [`cache`], [`upstream`] (servers and retries), [`error`], [`log`].
 
 pub mod addr;
 pub mod auth;
@@ -16,6 +17,8 @@ pub mod headers;
 pub mod log;
 pub mod path;
 pub mod policy;
+pub mod query;
+pub mod request;
 pub mod request_id;
 pub mod router;
 pub mod sso;

@@ -71,6 +71,9 @@ pub struct LogLine<'a> {
     /// The `x-cache-status` given, on routes with `cache`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
+    /// Why the request was not cached, with `cache: "BYPASS"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_reason: Option<&'static str>,
     pub duration_ms: u64,
 }
 

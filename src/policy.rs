@@ -3,7 +3,10 @@
 //!
 //! Contracts:
 //! - [`IpRules::allows`]: deny wins over allow; with an allow list, an address not on it (or no
-//!   address at all) is refused. IPv4-mapped IPv6 addresses match IPv4 rules.
+//!   address at all) is refused. An IPv6 address that embeds an IPv4 address (IPv4-mapped
+//!   `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, 6to4 `2002:AABB:CCDD::/48`, NAT64
+//!   `64:ff9b::a.b.c.d`) matches IPv4 rules as that IPv4 address, and IPv6 rules as written: a
+//!   deny of either form refuses it, an allow of either form admits it.
 //! - [`Cors`]: a preflight is answered at the edge (204 with the CORS headers) when origin, method
 //!   and every requested header are allowed, refused (403, no CORS headers) otherwise; actual
 //!   requests get `Access-Control-Allow-Origin` echoing an allowed origin (`*` only for a `*`
@@ -64,16 +67,19 @@ impl Cidr {
         Ok(Cidr { network, prefix })
     }
 
-    /// Whether `ip` is in this network.
+    /// Whether `ip` is in this network. An IPv6 address that embeds an IPv4 address
+    /// ([`crate::addr::embedded_ipv4`]: mapped, compatible, 6to4, NAT64) is in an IPv4 network
+    /// when its IPv4 address is; it is still in the IPv6 networks that hold it as written.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let bits = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => to_v6_bits(IpAddr::V4(v4)),
-                None => u128::from(v6),
-            },
-            v4 => to_v6_bits(v4),
-        };
-        bits & mask(self.prefix) == self.network
+        let in_net = |bits: u128| bits & mask(self.prefix) == self.network;
+        match ip {
+            IpAddr::V4(v4) => in_net(to_v6_bits(IpAddr::V4(v4))),
+            IpAddr::V6(v6) => {
+                in_net(u128::from(v6))
+                    || crate::addr::embedded_ipv4(v6)
+                        .is_some_and(|v4| in_net(to_v6_bits(IpAddr::V4(v4))))
+            }
+        }
     }
 }
 
@@ -86,12 +92,12 @@ pub struct IpRules {
 
 impl IpRules {
     /// Whether a client address may use the route. See the module docs.
-    pub fn allows(&self, client: Option<&str>) -> bool {
+    pub fn allows(&self, client: Option<IpAddr>) -> bool {
         if self.allow.is_empty() && self.deny.is_empty() {
             return true;
         }
         // With rules but no address to check them against: refuse (fail closed).
-        let Some(ip) = client.and_then(|c| c.parse::<IpAddr>().ok()) else {
+        let Some(ip) = client else {
             return false;
         };
         if self.deny.iter().any(|c| c.contains(ip)) {

@@ -526,7 +526,8 @@ impl crate::gateway::Gateway {
             return None;
         }
         // Too large or a refused method: route matching refuses it as for any other path.
-        self.check_request_size_and_method(req).ok()?;
+        self.check_request_size_and_method(&self.read(req).ok()?)
+            .ok()?;
         let url = crate::gateway::split_url(req.url)?;
         let path = crate::path::normalize(url.path).ok()?;
         let get = req.method == "GET";

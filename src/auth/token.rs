@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::policy::{Alg, Policy, TokenSource};
 use super::AuthError;
+use crate::request::Head;
 
 /// The `crit` header parameters the gateway understands. None: any `crit` entry is refused.
 const KNOWN_CRIT: &[&str] = &[];
@@ -39,11 +40,13 @@ fn is_b64url(part: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The token from the first of the policy's sources that has one.
-pub fn extract<'a>(sources: &[TokenSource], headers: &'a [(String, String)]) -> Option<&'a str> {
+/// The token from the first of the policy's sources that has one, read from the request as
+/// [`Head`] read it (one cookie parser, one header lookup for the whole gateway).
+pub fn extract<'a>(sources: &[TokenSource], head: &'a Head) -> Option<&'a str> {
     for source in sources {
         let found = match source {
-            TokenSource::Authorization => headers
+            TokenSource::Authorization => head
+                .headers
                 .iter()
                 .filter(|(n, _)| n == "authorization")
                 .find_map(|(_, v)| {
@@ -54,21 +57,8 @@ pub fn extract<'a>(sources: &[TokenSource], headers: &'a [(String, String)]) -> 
                         .then(|| rest.trim())
                         .filter(|t| !t.is_empty())
                 }),
-            TokenSource::Header(name) => headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.trim())
-                .filter(|t| !t.is_empty()),
-            TokenSource::Cookie(name) => headers
-                .iter()
-                .filter(|(n, _)| n == "cookie")
-                .flat_map(|(_, v)| v.split(';'))
-                .find_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    (k.trim() == name)
-                        .then(|| v.trim())
-                        .filter(|t| !t.is_empty())
-                }),
+            TokenSource::Header(name) => head.header(name).map(str::trim).filter(|t| !t.is_empty()),
+            TokenSource::Cookie(name) => head.cookie(name),
         };
         if found.is_some() {
             return found;

@@ -10,6 +10,7 @@ use crate::policy::{
     AllowedOrigin, Cidr, Cors, IpRules, RateKey, RateLimit, SizeLimits, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_URL_BYTES,
 };
+use crate::request::Underscores;
 
 /// Methods the gateway accepts when `settings.methods` is not set: TRACE and CONNECT are not.
 pub const DEFAULT_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -34,6 +35,7 @@ pub(super) struct RawSettings {
     max_header_bytes: Option<u64>,
     methods: Option<Vec<String>>,
     security_headers: Option<Value>,
+    underscores_in_headers: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +74,8 @@ pub struct Settings {
     pub methods: Vec<String>,
     /// Lower-case names; empty when switched off.
     pub security_headers: Vec<(String, String)>,
+    /// Client header names with `_`: dropped (the default), refused, or kept.
+    pub underscores: Underscores,
 }
 
 impl Default for Settings {
@@ -86,6 +90,7 @@ impl Default for Settings {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            underscores: Underscores::Drop,
         }
     }
 }
@@ -154,6 +159,16 @@ pub(super) fn settings(raw: Option<&RawSettings>, problems: &mut Problems) -> Se
     }
     if let Some(v) = &raw.security_headers {
         s.security_headers = security_headers(v, &format!("{at}.security_headers"), problems);
+    }
+    match raw.underscores_in_headers.as_deref() {
+        None | Some("drop") => {}
+        Some("reject") => s.underscores = Underscores::Reject,
+        Some("allow") => s.underscores = Underscores::Allow,
+        Some(other) => problems.add(
+            format!("{at}.underscores_in_headers"),
+            format!("\"{other}\" is not one of \"drop\", \"reject\", \"allow\""),
+            Some("\"drop\" (the default) removes client headers whose names hold `_`"),
+        ),
     }
     s
 }

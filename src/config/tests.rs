@@ -610,7 +610,10 @@ fn edge_policy_is_read_with_defaults() {
     );
     assert_eq!(cors.max_age_s, 600);
     assert_eq!(p.max_body_bytes, Some(1024));
-    assert!(p.ip_rules.allows(Some("203.0.113.1")) && !p.ip_rules.allows(Some("198.51.100.1")));
+    assert!(
+        p.ip_rules.allows("203.0.113.1".parse().ok())
+            && !p.ip_rules.allows("198.51.100.1".parse().ok())
+    );
     let rl = p.rate_limit.as_ref().unwrap();
     assert_eq!((rl.binding.as_str(), rl.period_s), ("RL", 10));
     assert_eq!(rl.key, crate::policy::RateKey::Header("x-key".into()));

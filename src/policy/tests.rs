@@ -1,5 +1,9 @@
 use super::*;
 
+fn ip(text: &str) -> Option<IpAddr> {
+    Some(text.parse().unwrap())
+}
+
 fn cidrs(list: &[&str]) -> Vec<Cidr> {
     list.iter().map(|c| Cidr::parse(c).unwrap()).collect()
 }
@@ -50,9 +54,9 @@ fn deny_wins_and_an_allow_list_is_closed() {
         allow: cidrs(&["203.0.113.0/24"]),
         deny: cidrs(&["203.0.113.66"]),
     };
-    assert!(rules.allows(Some("203.0.113.9")));
-    assert!(!rules.allows(Some("203.0.113.66")));
-    assert!(!rules.allows(Some("198.51.100.1")));
+    assert!(rules.allows(ip("203.0.113.9")));
+    assert!(!rules.allows(ip("203.0.113.66")));
+    assert!(!rules.allows(ip("198.51.100.1")));
     assert!(
         !rules.allows(None),
         "no address: refused when there are rules"
@@ -61,10 +65,60 @@ fn deny_wins_and_an_allow_list_is_closed() {
         allow: vec![],
         deny: cidrs(&["198.51.100.0/24", "2001:db8::/32"]),
     };
-    assert!(deny_only.allows(Some("203.0.113.9")));
-    assert!(!deny_only.allows(Some("198.51.100.7")));
-    assert!(!deny_only.allows(Some("2001:db8::5")));
+    assert!(deny_only.allows(ip("203.0.113.9")));
+    assert!(!deny_only.allows(ip("198.51.100.7")));
+    assert!(!deny_only.allows(ip("2001:db8::5")));
     assert!(IpRules::default().allows(None));
+}
+
+#[test]
+fn every_ipv6_form_of_an_ipv4_address_meets_the_ipv4_rules() {
+    let deny = IpRules {
+        allow: vec![],
+        deny: cidrs(&["203.0.113.0/24"]),
+    };
+    let allow = IpRules {
+        allow: cidrs(&["203.0.113.0/24"]),
+        deny: vec![],
+    };
+    let v6_deny = IpRules {
+        allow: vec![],
+        deny: cidrs(&["2002::/16"]),
+    };
+    // (client, is it 203.0.113.x?)
+    let cases: &[(&str, bool)] = &[
+        ("203.0.113.9", true),
+        ("::ffff:203.0.113.9", true),
+        ("::FFFF:CB00:7109", true),
+        ("0:0:0:0:0:ffff:cb00:7109", true),
+        ("::203.0.113.9", true),
+        ("::cb00:7109", true),
+        ("2002:cb00:7109::1", true),
+        ("2002:CB00:7109:ffff::", true),
+        ("64:ff9b::203.0.113.9", true),
+        ("64:ff9b::cb00:7109", true),
+        ("203.0.114.9", false),
+        ("::ffff:203.0.114.9", false),
+        ("2002:cb00:7209::", false),
+        ("2001:db8::cb00:7109", false),
+        ("::1", false),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", false),
+    ];
+    for (client, inside) in cases {
+        assert_eq!(
+            deny.allows(ip(client)),
+            !inside,
+            "deny 203.0.113.0/24, {client}"
+        );
+        assert_eq!(
+            allow.allows(ip(client)),
+            *inside,
+            "allow 203.0.113.0/24, {client}"
+        );
+    }
+    // An IPv6 rule still sees the address as written.
+    assert!(!v6_deny.allows(ip("2002:cb00:7109::1")));
+    assert!(v6_deny.allows(ip("203.0.113.9")));
 }
 
 fn cors(origins: &[&str], credentials: bool) -> Cors {

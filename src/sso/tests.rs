@@ -708,7 +708,7 @@ fn origins_get_session_identity_but_never_the_gateways_cookies_or_a_client_ident
     let identity = g
         .session_identity(0, &session.to_plaintext(), 1001)
         .unwrap();
-    let plan = g.forward_plan(&m, &req, "rid", Some(&identity));
+    let plan = g.forward_plan(&m, &g.read(&req).unwrap(), "rid", Some(&identity));
     let h = |name: &str| -> Vec<&str> {
         plan.headers
             .iter()

@@ -469,7 +469,11 @@ fn client_response(
     plan: &ForwardPlan,
     origin: Response,
     ctx: &Context,
-) -> (Result<Response, JsValue>, Option<&'static str>) {
+) -> (
+    Result<Response, JsValue>,
+    Option<&'static str>,
+    Option<&'static str>,
+) {
     let status = origin.status();
     let mut list = gateway.response_headers(plan, &header_list(&origin.headers()));
     let mut body = if is_null_body_status(status) {
@@ -477,7 +481,7 @@ fn client_response(
     } else {
         origin.body()
     };
-    let mut cache_status = None;
+    let (mut cache_status, mut cache_reason) = (None, None);
     if let Some(step) = &plan.cache {
         let label = match (step, gateway.store_decision(plan, status, &list)) {
             (CacheStep::Lookup { key }, Store::For(ttl_s)) => {
@@ -501,12 +505,23 @@ fn client_response(
                 "MISS"
             }
             (CacheStep::Lookup { .. }, _) if plan.method == "HEAD" => "MISS",
-            _ => "BYPASS",
+            (CacheStep::Lookup { .. }, Store::No(reason)) => {
+                cache_reason = Some(reason);
+                "BYPASS"
+            }
+            (CacheStep::Bypass { reason }, _) => {
+                cache_reason = Some(*reason);
+                "BYPASS"
+            }
         };
         list.push((cache::STATUS_HEADER.to_string(), label.to_string()));
         cache_status = Some(label);
     }
-    (build_response(status, &list, body.as_ref()), cache_status)
+    (
+        build_response(status, &list, body.as_ref()),
+        cache_status,
+        cache_reason,
+    )
 }
 
 fn build_response(
@@ -584,6 +599,15 @@ fn serve_stored(
         .map(|r| (r, Some(label)))
 }
 
+/// The admin credential: the Worker secret (or, in development, the var) `token_env`; empty
+/// when unset, which matches nothing.
+fn admin_secret(env: &Env, token_env: &str) -> String {
+    env.secret(token_env)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(token_env).map(|v| v.to_string()))
+        .unwrap_or_default()
+}
+
 /// The admin path: a cache purge with the admin credential; anything else 404, as if nothing
 /// were there (also without the credential, so the path gives nothing away).
 async fn admin_response(
@@ -597,11 +621,7 @@ async fn admin_response(
     let Some(config) = &gateway.config.admin else {
         return (not_found(), None);
     };
-    let expected = env
-        .secret(&config.token_env)
-        .map(|s| s.to_string())
-        .or_else(|_| env.var(&config.token_env).map(|v| v.to_string()))
-        .unwrap_or_default();
+    let expected = admin_secret(env, &config.token_env);
     let authorization = headers
         .iter()
         .find(|(n, _)| n == "authorization")
@@ -671,6 +691,7 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
         auth: None,
         attempts: Vec::new(),
         cache: None,
+        cache_reason: None,
         duration_ms: 0,
     };
 
@@ -693,14 +714,42 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
         url: &url,
         headers: &headers,
     };
-    if let Some(admin) = gateway.admin_request(&incoming) {
-        let (response, detail) = admin_response(gateway, admin, &env, &headers, &request_id).await;
+    // Step 2: the one reading of the request that every later step decides on.
+    let head = match gateway.read(&incoming) {
+        Ok(head) => head,
+        Err(refusal) => {
+            log.status = refusal.error.status();
+            log.error = Some(refusal.error.code());
+            log.duration_ms = elapsed();
+            worker::console_log!("{}", log.to_json());
+            return error_response(&refusal.error, &request_id);
+        }
+    };
+    if let Some(admin) = gateway.admin_request(&head) {
+        let (response, detail) =
+            admin_response(gateway, admin, &env, &head.headers, &request_id).await;
         log.status = response.status();
         log.route = Some("admin");
         log.detail = detail;
         log.duration_ms = elapsed();
         worker::console_log!("{}", log.to_json());
         return response;
+    }
+    // The admin credential never reaches an origin, whatever the path: a request carrying it
+    // anywhere but the admin path is answered as the admin path answers a stranger.
+    if let Some(admin) = &gateway.config.admin {
+        if head.header("authorization").is_some() {
+            let expected = admin_secret(&env, &admin.token_env);
+            if bearer_matches(&expected, head.header("authorization")) {
+                log.status = GatewayError::NoRoute.status();
+                log.route = Some("admin");
+                log.detail =
+                    Some("the admin credential on a path outside admin.path: not forwarded".into());
+                log.duration_ms = elapsed();
+                worker::console_log!("{}", log.to_json());
+                return error_response(&GatewayError::NoRoute, &request_id);
+            }
+        }
     }
     if let Some(sso_request) = gateway.sso_request(&incoming) {
         let answer = isolate
@@ -722,7 +771,7 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
     // checks what needs no key; crate::auth verifies tokens, crate::sso sessions).
     let accept = portcullis::headers::first(&headers, "accept");
     let mut html_errors = false;
-    let planned = match gateway.preflight(&incoming) {
+    let planned = match gateway.preflight(&head) {
         Some(Ok(cors_headers)) => {
             log.status = 204;
             log.duration_ms = elapsed();
@@ -733,7 +782,7 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
         None => {
             let now = js_sys::Date::now();
             let cached = |policy: usize, token: &str| isolate.auth.is_cached(policy, token, now);
-            match gateway.matched_with(&incoming, cached) {
+            match gateway.matched_with(&head, cached) {
                 Ok(m) => {
                     let outcome = match &m.auth {
                         AuthStep::Session {
@@ -779,12 +828,7 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
                         }),
                         Some(e) => Err(gateway.auth_refusal(&m, e)),
                         None => Ok((
-                            gateway.forward_plan(
-                                &m,
-                                &incoming,
-                                &request_id,
-                                outcome.identity.as_ref(),
-                            ),
+                            gateway.forward_plan(&m, &head, &request_id, outcome.identity.as_ref()),
                             outcome.identity,
                         )),
                     }
@@ -892,8 +936,9 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
             error_response(&error, &request_id)
         }
         Ok(origin) => {
-            let (built, cache_status) = client_response(gateway, &plan, origin, &ctx);
+            let (built, cache_status, cache_reason) = client_response(gateway, &plan, origin, &ctx);
             log.cache = cache_status;
+            log.cache_reason = cache_reason;
             match built {
                 Ok(r) => r,
                 Err(e) => {
