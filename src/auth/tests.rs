@@ -973,3 +973,113 @@ fn wycheproof_hs256() {
     }
     assert_eq!(Some(n), doc["numberOfTests"].as_u64());
 }
+
+/// On an optional route keyed by a claim: an anonymous caller and a verified one never share an
+/// entry, and a verified caller without the claim (or with one that has no header form) is not
+/// cached at all. On a public cached route, a token in a cookie a policy reads bypasses the cache.
+#[test]
+fn cache_keys_never_mix_callers() {
+    use crate::gateway::{CacheStep, Gateway, Incoming};
+    let cfg = json!({
+        "origins": { "o": { "servers": [{ "url": "https://o.example" }] } },
+        "auth": { "main": {
+            "algorithms": ["HS256"], "hmac_secret_env": "JWT_SECRET",
+            "token_from": ["header:authorization", "cookie:access_token"]
+        } },
+        "routes": [
+            { "name": "opt", "path": "/opt", "origin": "o", "auth": { "use": "main", "optional": true },
+              "cache": { "ttl_s": 60, "key": { "claims": ["tenant"] } } },
+            { "name": "pub", "path": "/pub", "origin": "o", "cache": { "ttl_s": 60 } }
+        ]
+    });
+    let gw = Gateway::new(Config::from_json(&cfg.to_string()).unwrap());
+    let secret = |name: &str| (name == "JWT_SECRET").then(|| SECRET.to_vec());
+    let step = |url: &str, headers: Vec<(String, String)>| {
+        gw.plan_at(
+            &Incoming {
+                method: "GET",
+                url,
+                headers: &headers,
+            },
+            "rid",
+            NOW,
+            secret,
+        )
+        .unwrap()
+        .cache
+        .unwrap()
+    };
+    let bearer = |claims: Value| {
+        vec![(
+            "authorization".to_string(),
+            format!("Bearer {}", hs_token(header(), claims, SECRET)),
+        )]
+    };
+    let claims = |extra: Value| {
+        let mut c = json!({ "sub": "alice", "exp": NOW + 300 });
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let anonymous = step("https://h/opt", vec![]);
+    let CacheStep::Lookup { key: anon_key } = &anonymous else {
+        panic!("{anonymous:?}")
+    };
+    let acme = step("https://h/opt", bearer(claims(json!({ "tenant": "acme" }))));
+    let CacheStep::Lookup { key: acme_key } = &acme else {
+        panic!("{acme:?}")
+    };
+    assert_ne!(anon_key, acme_key);
+    let other = step(
+        "https://h/opt",
+        bearer(claims(json!({ "tenant": "other" }))),
+    );
+    assert_ne!(other, acme);
+    for (extra, reason) in [
+        (json!({}), "a key claim is missing"),
+        (
+            json!({ "tenant": { "id": 1 } }),
+            "a key claim has no header form",
+        ),
+        (
+            json!({ "tenant": "a\u{1}b" }),
+            "a key claim has no header form",
+        ),
+        (json!({ "tenant": null }), "a key claim has no header form"),
+    ] {
+        assert_eq!(
+            step("https://h/opt", bearer(claims(extra.clone()))),
+            CacheStep::Bypass { reason },
+            "{extra}"
+        );
+    }
+    // The same verified caller through the cookie the policy reads: the same entry.
+    let token = hs_token(header(), claims(json!({ "tenant": "acme" })), SECRET);
+    let by_cookie = step(
+        "https://h/opt",
+        vec![("cookie".into(), format!("a=1; access_token={token}"))],
+    );
+    assert_eq!(by_cookie, acme);
+    // A public cached route: credentials anywhere a policy reads them bypass it.
+    let public = step("https://h/pub", vec![]);
+    assert!(matches!(public, CacheStep::Lookup { .. }));
+    let bypass = CacheStep::Bypass {
+        reason: "credentials on a route keyed without claims",
+    };
+    assert_eq!(
+        step(
+            "https://h/pub",
+            vec![("cookie".into(), format!("access_token={token}"))]
+        ),
+        bypass
+    );
+    assert_eq!(step("https://h/pub", bearer(claims(json!({})))), bypass);
+    assert_eq!(
+        step(
+            "https://h/pub",
+            vec![("cookie".into(), "theme=dark".into())]
+        ),
+        public
+    );
+}

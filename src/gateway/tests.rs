@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Config;
+use crate::request::Head;
 
 fn gateway() -> Gateway {
     let text = serde_json::json!({
@@ -188,5 +189,257 @@ fn response_headers_rewrite_locations_to_the_public_host() {
             "location".to_string(),
             "https://api.example.com/api/orders/2".to_string()
         )
+    );
+}
+
+/// A gateway with an admin path, a catch-all route, an IP-limited route and a cached route, for
+/// the spelling tests below.
+fn hardened(settings: serde_json::Value) -> Gateway {
+    let text = serde_json::json!({
+        "settings": settings,
+        "admin": { "path": "/_portcullis", "token_env": "ADMIN_TOKEN" },
+        "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },
+        "routes": [
+            { "name": "office", "path": "/office", "origin": "o", "allow_ips": ["203.0.113.0/24"] },
+            { "name": "cached", "path": "/c", "origin": "o",
+              "cache": { "ttl_s": 60, "key": { "query": ["v"], "headers": ["x-tenant"] } } },
+            { "name": "all", "path": "/{*rest}", "origin": "o" }
+        ]
+    });
+    Gateway::new(Config::from_json(&text.to_string()).unwrap())
+}
+
+fn head_of(g: &Gateway, method: &str, url: &str, headers: &[(&str, &str)]) -> Head {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    g.read(&Incoming {
+        method,
+        url,
+        headers: &headers,
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_spelling_of_the_admin_path_is_the_admin_path() {
+    let g = hardened(serde_json::json!({}));
+    let purge = |url: &str| g.admin_request(&head_of(&g, "DELETE", url, &[]));
+    let target = || AdminRequest::Purge {
+        target: "https://h/c?v=1".into(),
+    };
+    for url in [
+        "https://h/_portcullis/cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h//_portcullis/cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/%5Fportcullis/cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/%5fportcullis/cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/_PORTCULLIS/Cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/_portcullis//cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/./_portcullis/./cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/x/../_portcullis/cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/%2e%2e/_portcullis/cache?url=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+        "https://h/_port%63ullis/cache?%75rl=https%3A%2F%2Fh%2Fc%3Fv%3D1",
+    ] {
+        let got = purge(url);
+        let want = if url.contains("/Cache") {
+            // the path under the admin prefix is the admin's: an unknown one is 404 there
+            AdminRequest::NotFound
+        } else {
+            target()
+        };
+        assert_eq!(got, Some(want), "{url}");
+    }
+    for url in [
+        "https://h/_portcullis",
+        "https://h/_portcullis/",
+        "https://h/_portcullis/other",
+        "https://h/_portcullis/cache",
+        "https://h/_portcullis/cache?url=%zz",
+    ] {
+        assert_eq!(purge(url), Some(AdminRequest::NotFound), "{url}");
+    }
+    for url in [
+        "https://h/_portcullisx/cache",
+        "https://h/a/_portcullis/cache",
+    ] {
+        assert_eq!(purge(url), None, "{url}");
+    }
+    // GET on the admin path is the admin's too (404 there), never a route's.
+    assert_eq!(
+        g.admin_request(&head_of(&g, "GET", "https://h//_portcullis/cache", &[])),
+        Some(AdminRequest::NotFound)
+    );
+}
+
+#[test]
+fn underscore_header_names_follow_the_setting() {
+    let sent: &[(&str, &str)] = &[
+        ("x_user_id", "mallory"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("x_request_id", "spoof"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x_custom", "kept?"),
+        ("x-plain", "1"),
+    ];
+    let names = |g: &Gateway| {
+        let head = head_of(g, "GET", "https://h/any", sent);
+        let m = g.matched_with(&head, |_, _| false).unwrap();
+        let p = g.forward_plan(&m, &head, "rid", None);
+        p.headers
+            .into_iter()
+            .filter(|(n, _)| n.contains('_') || n == "x-plain")
+            .collect::<Vec<_>>()
+    };
+    // The default drops every `_` name before anything reads it.
+    let drop = hardened(serde_json::json!({}));
+    assert_eq!(names(&drop), [("x-plain".to_string(), "1".to_string())]);
+    // "allow" keeps names of the client's own, never a spelling of one the gateway owns.
+    let allow = hardened(serde_json::json!({ "underscores_in_headers": "allow" }));
+    assert_eq!(
+        names(&allow),
+        [
+            ("x_user_id".to_string(), "mallory".to_string()),
+            ("x_custom".to_string(), "kept?".to_string()),
+            ("x-plain".to_string(), "1".to_string())
+        ]
+    );
+    // "reject" answers 400 with the gateway's JSON error.
+    let reject = hardened(serde_json::json!({ "underscores_in_headers": "reject" }));
+    let headers = vec![("x_user_id".to_string(), "1".to_string())];
+    let refusal = reject
+        .plan(
+            &Incoming {
+                method: "GET",
+                url: "https://h/any",
+                headers: &headers,
+            },
+            "rid",
+        )
+        .unwrap_err();
+    assert_eq!(refusal.error.status(), 400);
+    assert_eq!(refusal.error.code(), "bad_request");
+    let body = refusal.error.response("rid").body;
+    assert!(body.contains("underscores"), "{body}");
+    let bad = serde_json::json!({ "underscores_in_headers": "sometimes" });
+    let text = serde_json::json!({
+        "settings": bad,
+        "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },
+        "routes": [{ "name": "all", "path": "/{*rest}", "origin": "o" }]
+    });
+    let problems = Config::from_json(&text.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problems.contains("$.settings.underscores_in_headers"),
+        "{problems}"
+    );
+}
+
+#[test]
+fn gateway_owned_headers_are_dropped_in_every_spelling() {
+    let g = hardened(serde_json::json!({ "underscores_in_headers": "allow" }));
+    for name in [
+        "X-Forwarded-For",
+        "x-forwarded-host",
+        "X_FORWARDED_PROTO",
+        "x_forwarded-for",
+        "Forwarded",
+        "X-Real-IP",
+        "x_real_ip",
+        "X-Request-Id",
+        "x_request_id",
+        "proxy_authorization",
+        "Transfer_Encoding",
+        "cf_connecting_ip",
+        "host",
+    ] {
+        let head = head_of(&g, "GET", "https://h/any", &[(name, "spoof")]);
+        let m = g.matched_with(&head, |_, _| false).unwrap();
+        let p = g.forward_plan(&m, &head, "rid", None);
+        assert!(
+            !p.headers.iter().any(|(_, v)| v == "spoof"),
+            "{name}: {:?}",
+            p.headers
+        );
+    }
+}
+
+#[test]
+fn ip_rules_see_every_form_of_the_client_address() {
+    let g = hardened(serde_json::json!({}));
+    let status = |ip: &str| {
+        let head = head_of(&g, "GET", "https://h/office", &[("cf-connecting-ip", ip)]);
+        g.matched_with(&head, |_, _| false)
+            .map(|_| 200)
+            .unwrap_or_else(|r| r.error.status())
+    };
+    for ip in [
+        "203.0.113.9",
+        "::ffff:203.0.113.9",
+        "::FFFF:CB00:7109",
+        "::203.0.113.9",
+        "2002:cb00:7109::1",
+        "64:ff9b::203.0.113.9",
+    ] {
+        assert_eq!(status(ip), 200, "{ip}");
+    }
+    for ip in [
+        "198.51.100.1",
+        "::ffff:198.51.100.1",
+        "2001:db8::1",
+        "nope",
+        "",
+    ] {
+        assert_eq!(status(ip), 403, "{ip}");
+    }
+    // X-Forwarded-For carries the canonical form.
+    let head = head_of(
+        &g,
+        "GET",
+        "https://h/office",
+        &[("cf-connecting-ip", "::ffff:203.0.113.9")],
+    );
+    let m = g.matched_with(&head, |_, _| false).unwrap();
+    let p = g.forward_plan(&m, &head, "rid", None);
+    assert!(p
+        .headers
+        .contains(&("x-forwarded-for".into(), "203.0.113.9".into())));
+}
+
+#[test]
+fn the_cache_key_reads_the_query_the_origin_reads() {
+    let g = hardened(serde_json::json!({}));
+    let key = |url: &str, headers: &[(&str, &str)]| {
+        let head = head_of(&g, "GET", url, headers);
+        let m = g.matched_with(&head, |_, _| false).unwrap();
+        g.forward_plan(&m, &head, "rid", None).cache.unwrap()
+    };
+    let plain = key("https://h/c?v=x", &[]);
+    assert!(matches!(plain, CacheStep::Lookup { .. }));
+    assert_eq!(key("https://h/c?%76=x", &[]), plain);
+    assert_eq!(key("https://H./c?v=%78&utm=1", &[]), plain);
+    assert_ne!(key("https://h/c?%76=y", &[]), plain);
+    assert_ne!(key("https://h/c?v=x&%76=y", &[]), plain);
+    assert_ne!(key("https://h/c?V=y", &[]), plain);
+    assert_ne!(key("https://h/c", &[]), plain);
+    // header values: trimmed, names in any case
+    let t = key("https://h/c?v=x", &[("x-tenant", "a")]);
+    assert_eq!(key("https://h/c?v=x", &[("X-Tenant", " a ")]), t);
+    assert_ne!(key("https://h/c?v=x", &[("x-tenant", "b")]), t);
+    assert_ne!(t, plain);
+    // malformed keyed parameters: BYPASS with the reason
+    assert_eq!(
+        key("https://h/c?v=%zz", &[]),
+        CacheStep::Bypass {
+            reason: "a keyed query parameter has malformed percent-encoding"
+        }
+    );
+    // credentials on a route keyed without claims: BYPASS
+    assert_eq!(
+        key("https://h/c?v=x", &[("authorization", "Bearer t")]),
+        CacheStep::Bypass {
+            reason: "credentials on a route keyed without claims"
+        }
     );
 }
