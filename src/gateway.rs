@@ -170,8 +170,7 @@ pub fn cookies<'a>(
     headers
         .iter()
         .filter(|(n, _)| n == "cookie")
-        .flat_map(|(_, v)| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+        .flat_map(|(_, v)| headers::cookie_pairs(v))
         .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
 }
@@ -184,8 +183,7 @@ pub fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
     headers
         .iter()
         .filter(|(n, _)| n == "cookie")
-        .flat_map(|(_, v)| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+        .flat_map(|(_, v)| headers::cookie_pairs(v))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }

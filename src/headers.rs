@@ -102,6 +102,17 @@ pub fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str>
         .map(|(_, v)| v.as_str())
 }
 
+/// The `name=value` pairs of one `Cookie` header value, names and values trimmed, empty names
+/// skipped. `,` separates pairs as `;` does: a cookie value never holds either (RFC 6265), and the
+/// runtime joins repeated `Cookie` headers (as HTTP/2 clients send them) with `, `.
+pub fn cookie_pairs(value: &str) -> impl Iterator<Item = (&str, &str)> {
+    value.split([';', ',']).filter_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        let k = k.trim();
+        (!k.is_empty()).then(|| (k, v.trim()))
+    })
+}
+
 /// `list` without the named cookies (the gateway's own session and login cookies, which origins
 /// have no use for); a `Cookie` header left empty is dropped.
 pub fn without_cookies(list: HeaderList, names: &[String]) -> HeaderList {
@@ -114,7 +125,7 @@ pub fn without_cookies(list: HeaderList, names: &[String]) -> HeaderList {
                 return Some((n, v));
             }
             let kept: Vec<&str> = v
-                .split(';')
+                .split([';', ','])
                 .map(str::trim)
                 .filter(|pair| {
                     let name = pair.split_once('=').map_or(*pair, |(k, _)| k).trim();

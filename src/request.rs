@@ -13,7 +13,7 @@
 //! - header names are lower case; client headers whose names contain `_` are dropped, refused
 //!   (400) or kept, as `settings.underscores_in_headers` says (see [`Underscores`]);
 //! - cookies are every `name=value` pair of every `Cookie` header, names and values trimmed, in
-//!   order.
+//!   order, `;` and `,` both separating pairs ([`crate::headers::cookie_pairs`]).
 
 use std::net::IpAddr;
 
@@ -176,12 +176,8 @@ impl Head {
         let cookies = headers
             .iter()
             .filter(|(n, _)| n == "cookie")
-            .flat_map(|(_, v)| v.split(';'))
-            .filter_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                let k = k.trim();
-                (!k.is_empty()).then(|| (k.to_string(), v.trim().to_string()))
-            })
+            .flat_map(|(_, v)| crate::headers::cookie_pairs(v))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Ok(Head {
             method: method.to_string(),
@@ -341,7 +337,10 @@ mod tests {
         let h = Head::read(
             "GET",
             "https://a/",
-            &hs(&[("cookie", "a=1; b = 2 ;c=3=4"), ("cookie", "a=5;;=x; d")]),
+            &hs(&[
+                ("cookie", "a=1; b = 2 ;c=3=4"),
+                ("cookie", "a=5;;=x; d, e=6"),
+            ]),
             Underscores::Drop,
         )
         .unwrap();
@@ -349,5 +348,10 @@ mod tests {
         assert_eq!(h.cookie("b"), Some("2"));
         assert_eq!(h.cookie("c"), Some("3=4"));
         assert_eq!(h.cookie("d"), None);
+        assert_eq!(
+            h.cookie("e"),
+            Some("6"),
+            "repeated headers joined with `, `"
+        );
     }
 }
