@@ -520,6 +520,9 @@ impl Config {
             }
         }
 
+        let complete = sso.len() == sso_names.len() && routes.len() == raw.routes.len();
+        crate::sso::config::route_hosts(&mut sso, &routes, complete, &mut problems);
+
         if let Some(admin) = &admin {
             for (i, route) in routes.iter().enumerate() {
                 let inside =

@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::claims::satisfies;
 use crate::auth::{AuthError, Identity};
 
-pub use config::{CookieSettings, Endpoints, SameSite, Sso, TokenAuth};
+pub use config::{CookieSettings, Endpoints, RedirectBase, SameSite, Sso, TokenAuth};
 pub use mint::{Minting, SigningKey};
 
 /// The smallest session key secret accepted, in bytes.
@@ -151,12 +151,17 @@ impl LoginState {
     }
 
     /// The checks of a verified ID token that belong to this login (OpenID Connect Core §3.1.3.7,
-    /// after signature, issuer, audience and times): its `nonce` is this login's, and a token
-    /// for several audiences names this client as `azp`.
+    /// after signature, issuer, audience and times): its `nonce` is this login's, it names its
+    /// user in `sub` (a non-empty string, §2: the claim is required), and a token for several
+    /// audiences names this client as `azp`.
     pub fn check_id_token(&self, sso: &Sso, identity: &Identity) -> Result<(), LoginError> {
         let nonce = identity.values.get("nonce").and_then(Value::as_str);
         if !nonce.is_some_and(|n| self.nonce_matches(n)) {
             return Err(LoginError::WrongNonce);
+        }
+        match identity.values.get("sub") {
+            Some(Value::String(sub)) if !sub.is_empty() => {}
+            _ => return Err(LoginError::MissingSub),
         }
         let audiences = match identity.values.get("aud") {
             Some(Value::Array(list)) => list.len(),
@@ -216,11 +221,15 @@ impl Session {
         serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()
     }
 
-    /// The verified identity of a session at `now`: refused when it expired, 403 when `require`
-    /// is not met.
+    /// The verified identity of a session at `now`: refused when it expired or names no user
+    /// (`sub` not a non-empty string: a session made before sign-in checked it), 403 when
+    /// `require` is not met.
     pub fn identity(&self, sso: &Sso, now: i64) -> Result<Identity, AuthError> {
         if now >= self.exp {
             return Err(AuthError::NoSession("expired"));
+        }
+        if !matches!(self.claims.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
+            return Err(AuthError::NoSession("no sub"));
         }
         if !satisfies(&self.claims, &sso.require) {
             return Err(AuthError::InsufficientScope);
@@ -386,6 +395,8 @@ pub enum LoginError {
     /// The ID token did not verify (signature, issuer, audience, expiry).
     BadIdToken,
     WrongNonce,
+    /// The ID token has no `sub`, or one that is not a non-empty string.
+    MissingSub,
     /// The session would be over the cookie size limit.
     SessionTooLarge,
     /// `next` is not a path on this host.
@@ -403,6 +414,7 @@ impl LoginError {
             LoginError::ExchangeFailed => "exchange_failed",
             LoginError::BadIdToken => "bad_id_token",
             LoginError::WrongNonce => "wrong_nonce",
+            LoginError::MissingSub => "missing_sub",
             LoginError::SessionTooLarge => "session_too_large",
             LoginError::BadNext => "bad_next",
         }
@@ -414,7 +426,10 @@ impl LoginError {
             | LoginError::StateMismatch
             | LoginError::MissingCode
             | LoginError::BadNext => 400,
-            LoginError::ProviderError | LoginError::BadIdToken | LoginError::WrongNonce => 401,
+            LoginError::ProviderError
+            | LoginError::BadIdToken
+            | LoginError::WrongNonce
+            | LoginError::MissingSub => 401,
             LoginError::DiscoveryFailed | LoginError::ExchangeFailed => 502,
             LoginError::SessionTooLarge => 500,
         }
@@ -432,9 +447,118 @@ impl LoginError {
             LoginError::ExchangeFailed => "the identity provider did not complete the sign-in",
             LoginError::BadIdToken => "the identity provider's answer could not be verified",
             LoginError::WrongNonce => "the identity provider's answer is not for this sign-in",
+            LoginError::MissingSub => "the identity provider's answer does not say who signed in",
             LoginError::SessionTooLarge => "the session is too large for a cookie",
             LoginError::BadNext => "the return address must be a path on this site",
         }
+    }
+}
+
+/// Where the provider sends a login back, and where logout returns: one request's answer of
+/// [`Sso::return_address`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnAddress {
+    /// The `redirect_uri` of the authorization request and of the code exchange.
+    pub redirect_uri: String,
+    /// `scheme://host[:port]`, which `post_logout_path` is joined to.
+    pub origin: String,
+}
+
+/// A request on a host the entry builds no redirect URI for: it has no `redirect_uri`, and no
+/// route that uses it serves the host. `host` is the request's, as the log may show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostNotServed {
+    pub host: String,
+}
+
+impl HostNotServed {
+    fn of(host: &str) -> HostNotServed {
+        HostNotServed {
+            host: host
+                .chars()
+                .filter(char::is_ascii_graphic)
+                .take(100)
+                .collect(),
+        }
+    }
+
+    /// What the log says, for entry `sso`.
+    pub fn detail(&self, sso: &str) -> String {
+        format!(
+            "sso '{sso}': no route of this entry serves the host \"{}\" and the entry has no redirect_uri; nothing was sent to the provider",
+            self.host
+        )
+    }
+}
+
+/// A host name as a route's `host` may name one: dot-separated labels of letters, digits and
+/// `-` (not at either end), none empty (so no trailing dot), at most 63 bytes each.
+fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+impl Sso {
+    /// The return address of a login or logout started by a request to `url` (the runtime's
+    /// absolute URL). With `redirect_uri`: that, whatever the request's host. Without: built
+    /// from the request's scheme (`http` or `https`), host and port, when the host, read as
+    /// routing reads it (lower case, without port; a trailing dot is part of it), is one a route
+    /// of this entry serves (an exact `host`, or under a `*.suffix`); the host is written in
+    /// lower case, the port only when it is not the scheme's default. Any other host, an IP
+    /// literal in brackets or a malformed port: [`HostNotServed`], and nothing may be sent.
+    pub fn return_address(&self, url: &str) -> Result<ReturnAddress, HostNotServed> {
+        let hosts = match &self.redirect {
+            RedirectBase::Configured {
+                redirect_uri,
+                origin,
+            } => {
+                return Ok(ReturnAddress {
+                    redirect_uri: redirect_uri.clone(),
+                    origin: origin.clone(),
+                })
+            }
+            RedirectBase::RouteHosts(hosts) => hosts,
+        };
+        let parts = crate::gateway::split_url(url).ok_or_else(|| HostNotServed::of(""))?;
+        let refused = || HostNotServed::of(parts.host);
+        let scheme = parts.scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => "443",
+            "http" => "80",
+            _ => return Err(refused()),
+        };
+        let host = parts.host.to_ascii_lowercase();
+        if !is_host_name(&host) || !hosts.iter().any(|p| p.matches(&host)) {
+            return Err(refused());
+        }
+        // `split_url`'s host is the start of its authority: what follows is empty or `:port`.
+        let port = match &parts.authority[parts.host.len()..] {
+            "" | ":" => None,
+            rest => {
+                let digits = rest
+                    .strip_prefix(':')
+                    .filter(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(refused)?;
+                match digits.parse::<u16>() {
+                    Ok(0) | Err(_) => return Err(refused()),
+                    Ok(n) => Some(n.to_string()).filter(|n| n != default_port),
+                }
+            }
+        };
+        let origin = match port {
+            Some(p) => format!("{scheme}://{host}:{p}"),
+            None => format!("{scheme}://{host}"),
+        };
+        Ok(ReturnAddress {
+            redirect_uri: format!("{origin}{}", self.callback_path),
+            origin,
+        })
     }
 }
 
@@ -453,6 +577,13 @@ pub enum SsoRequest {
     },
     Logout {
         sso: usize,
+    },
+    /// The entry's login, callback or logout path on a host it does not serve (see
+    /// [`Sso::return_address`]): refused with 404 `no_route`, as if nothing were there, and
+    /// nothing redirected.
+    HostNotServed {
+        sso: usize,
+        refused: HostNotServed,
     },
     /// `GET /.well-known/jwks.json` with `identity` configured.
     Jwks,
@@ -534,7 +665,7 @@ impl crate::gateway::Gateway {
         if path == JWKS_PATH && self.config.minting.is_some() && (get || req.method == "HEAD") {
             return Some(SsoRequest::Jwks);
         }
-        self.config.sso.iter().enumerate().find_map(|(i, s)| {
+        let found = self.config.sso.iter().enumerate().find_map(|(i, s)| {
             if get && path == s.login_path {
                 let next = query_param(url.query, "next").unwrap_or_else(|| "/".to_string());
                 let next = safe_next(&next)
@@ -551,7 +682,18 @@ impl crate::gateway::Gateway {
             } else {
                 None
             }
-        })
+        })?;
+        // The host first: on a host the entry does not serve, none of its paths does anything.
+        let sso = match &found {
+            SsoRequest::Login { sso, .. }
+            | SsoRequest::Callback { sso, .. }
+            | SsoRequest::Logout { sso } => *sso,
+            SsoRequest::HostNotServed { .. } | SsoRequest::Jwks => return Some(found),
+        };
+        match self.config.sso[sso].return_address(req.url) {
+            Ok(_) => Some(found),
+            Err(refused) => Some(SsoRequest::HostNotServed { sso, refused }),
+        }
     }
 
     /// The identity of a decrypted session of entry `sso` at `now`.
@@ -567,13 +709,12 @@ impl crate::gateway::Gateway {
     }
 }
 
-/// `scheme://authority` of a request URL, and the path and query a login returns to.
-pub fn public_origin_and_return_path(url: &str) -> Option<(String, String)> {
+/// The path and query of a request URL, normalized: where a login it starts returns to.
+pub fn return_path(url: &str) -> Option<String> {
     let u = crate::gateway::split_url(url)?;
     let path = crate::path::normalize(u.path).ok()?;
-    let back = match u.query {
+    Some(match u.query {
         Some(q) => format!("{path}?{q}"),
         None => path,
-    };
-    Some((format!("{}://{}", u.scheme, u.authority), back))
+    })
 }

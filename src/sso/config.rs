@@ -9,8 +9,8 @@ use crate::auth::policy::{
     validate_forward_claims, validate_require, DEFAULT_LEEWAY_S, DEFAULT_MAX_TOKEN_BYTES,
     DEFAULT_MIN_REFETCH_S,
 };
-use crate::auth::{Alg, Policy};
-use crate::config::{bounded, is_identifier, Problems};
+use crate::auth::{Alg, AuthUse, Policy};
+use crate::config::{bounded, is_identifier, HostPattern, Problems, Route};
 use crate::path;
 
 /// Defaults of the `sso` fields.
@@ -38,6 +38,7 @@ pub(crate) struct RawSso {
     scopes: Option<Vec<String>>,
     id_token_algorithms: Option<Vec<String>>,
     leeway_s: Option<u64>,
+    redirect_uri: Option<String>,
     callback_path: Option<String>,
     login_path: Option<String>,
     logout_path: Option<String>,
@@ -139,6 +140,20 @@ impl CookieSettings {
     }
 }
 
+/// Where the provider sends the browser back, and the origin logout returns to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectBase {
+    /// `redirect_uri` as configured (in its one canonical spelling), and the `scheme://host[:port]`
+    /// it names.
+    Configured {
+        redirect_uri: String,
+        origin: String,
+    },
+    /// Built from the request's scheme, host and port, when the host is one of these: the hosts
+    /// of the routes that use the entry. Empty: no host is served.
+    RouteHosts(Vec<HostPattern>),
+}
+
 /// A validated `sso` entry. See the README's config reference.
 #[derive(Debug, Clone)]
 pub struct Sso {
@@ -151,6 +166,9 @@ pub struct Sso {
     pub endpoints: Option<Endpoints>,
     pub token_auth: TokenAuth,
     pub scopes: Vec<String>,
+    /// Where `redirect_uri` and the logout's return address come from.
+    pub redirect: RedirectBase,
+    /// The path of the redirect URI: `redirect_uri`'s path when that is given.
     pub callback_path: String,
     pub login_path: String,
     pub logout_path: String,
@@ -200,6 +218,82 @@ fn checked_path(
             p
         }
     }
+}
+
+/// Whether `host` is a loopback name or address, for which `http` is accepted: `localhost`,
+/// `127.0.0.1`, `::1`, and `::1`/`127.0.0.1` in any IPv6 spelling (`[::ffff:7f00:1]` too).
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let loopback = |ip: IpAddr| {
+        let ip = crate::addr::canonical(ip);
+        ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
+    };
+    match host {
+        url::Host::Domain(d) => d.strip_suffix('.').unwrap_or(d) == "localhost",
+        url::Host::Ipv4(a) => loopback(IpAddr::V4(*a)),
+        url::Host::Ipv6(a) => loopback(IpAddr::V6(*a)),
+    }
+}
+
+/// `redirect_uri`: an absolute URL in canonical form (what the provider compares byte for byte),
+/// `https` or loopback `http`, without credentials, query or fragment, whose path is a normalized
+/// callback path. Returns it, its origin and its path.
+fn checked_redirect_uri(
+    text: &str,
+    at: String,
+    problems: &mut Problems,
+) -> Option<(String, String, String)> {
+    let url = match url::Url::parse(text) {
+        Ok(u) => u,
+        Err(e) => {
+            problems.add(
+                at,
+                format!("\"{text}\" is not an absolute URL: {e}"),
+                Some("write the callback's public address, e.g. https://app.example.com/_sso/callback"),
+            );
+            return None;
+        }
+    };
+    let problem = match (url.scheme(), url.host()) {
+        (_, None) => Some("has no host".to_string()),
+        ("https", Some(_)) => None,
+        ("http", Some(h)) if is_loopback(&h) => None,
+        ("http", Some(_)) => Some(
+            "is http: only https is accepted, and http only for localhost, 127.0.0.1 and [::1]"
+                .to_string(),
+        ),
+        (other, _) => Some(format!("has the scheme {other}, not https")),
+    }
+    .or_else(|| {
+        (!url.username().is_empty() || url.password().is_some())
+            .then(|| "has credentials".to_string())
+    })
+    .or_else(|| {
+        (url.query().is_some() || url.fragment().is_some())
+            .then(|| "has a query or a fragment: the provider adds code and state".to_string())
+    })
+    .or_else(|| {
+        (url.as_str() != text).then(|| format!("is not in canonical form: write it as \"{url}\""))
+    })
+    .or_else(|| {
+        let p = url.path();
+        let normalized = path::normalize(p).is_ok_and(|n| n == p);
+        (p == "/" || !normalized)
+            .then(|| format!("has the path \"{p}\", which cannot be a callback path"))
+    });
+    if let Some(problem) = problem {
+        problems.add(
+            at,
+            format!("redirect_uri \"{text}\" {problem}"),
+            Some("write the callback's public address, e.g. https://app.example.com/_sso/callback"),
+        );
+        return None;
+    }
+    Some((
+        text.to_string(),
+        url.origin().ascii_serialization(),
+        url.path().to_string(),
+    ))
 }
 
 /// Validates one `sso` entry, with its ID token policy, which goes at `id_token_policy` in
@@ -347,8 +441,25 @@ pub(crate) fn validate_sso(
         "the clock leeway for ID tokens, in seconds",
         problems,
     );
+    let configured = raw
+        .redirect_uri
+        .as_deref()
+        .and_then(|text| checked_redirect_uri(text, format!("{at}.redirect_uri"), problems));
+    // `redirect_uri`'s path is the callback path: it sets `callback_path`, or must equal it.
+    if let (Some((uri, _, uri_path)), Some(given)) = (&configured, &raw.callback_path) {
+        if uri_path != given {
+            problems.add(
+                format!("{at}.redirect_uri"),
+                format!("the path of \"{uri}\" is not callback_path \"{given}\""),
+                Some("leave callback_path out (redirect_uri's path is the callback path), or make them equal"),
+            );
+        }
+    }
+    let callback_default = configured
+        .as_ref()
+        .map_or(DEFAULT_CALLBACK_PATH, |(_, _, p)| p.as_str());
     let [callback_path, login_path, logout_path, post_logout_path] = [
-        ("callback_path", &raw.callback_path, DEFAULT_CALLBACK_PATH),
+        ("callback_path", &raw.callback_path, callback_default),
         ("login_path", &raw.login_path, DEFAULT_LOGIN_PATH),
         ("logout_path", &raw.logout_path, DEFAULT_LOGOUT_PATH),
         ("post_logout_path", &raw.post_logout_path, "/"),
@@ -486,6 +597,14 @@ pub(crate) fn validate_sso(
             endpoints,
             token_auth,
             scopes,
+            redirect: match configured {
+                Some((redirect_uri, origin, _)) => RedirectBase::Configured {
+                    redirect_uri,
+                    origin,
+                },
+                // Filled by `route_hosts` once the routes are validated.
+                None => RedirectBase::RouteHosts(Vec::new()),
+            },
             callback_path,
             login_path,
             logout_path,
@@ -504,4 +623,39 @@ pub(crate) fn validate_sso(
         },
         policy,
     ))
+}
+
+/// Gives each entry without `redirect_uri` the host patterns of the routes that use it, the only
+/// hosts its redirect URI may be built from. With `report` (every entry and route validated, so
+/// `sso` holds every entry in the order routes name them), an entry with neither is a problem at
+/// `$.sso.NAME.redirect_uri`: it could only follow the `Host` a request carries.
+pub(crate) fn route_hosts(
+    sso: &mut [Sso],
+    routes: &[Route],
+    report: bool,
+    problems: &mut Problems,
+) {
+    for (index, entry) in sso.iter_mut().enumerate() {
+        let RedirectBase::RouteHosts(hosts) = &mut entry.redirect else {
+            continue;
+        };
+        for route in routes {
+            let uses_entry = route
+                .auth
+                .as_ref()
+                .is_some_and(|a| matches!(a.uses, AuthUse::Session { sso, .. } if sso == index));
+            if let (true, Some(host)) = (uses_entry, &route.host) {
+                if !hosts.contains(host) {
+                    hosts.push(host.clone());
+                }
+            }
+        }
+        if report && hosts.is_empty() {
+            problems.add(
+                format!("{}.redirect_uri", crate::config::key_path("$.sso", &entry.name)),
+                "no redirect_uri, and no route that uses this entry has a host: the redirect URI would follow whatever Host a request carries",
+                Some("set redirect_uri, or give the routes that use this entry a host"),
+            );
+        }
+    }
 }

@@ -13,6 +13,7 @@ fn config(extra: Value) -> Value {
                 "client_id": "portcullis",
                 "client_secret_env": "SSO_CLIENT_SECRET",
                 "session_key_env": "SSO_SESSION_KEY",
+                "redirect_uri": "https://a.example.com/_sso/callback",
                 "forward_claims": { "email": "x-user-email" },
                 "require": { "groups": ["staff"] },
                 "cookie": { "domain": ".Apps.Example.com" }
@@ -476,6 +477,18 @@ fn a_session_keeps_only_the_kept_claims_and_ends() {
         g.session_identity(0, b"{not json", 1001),
         Err(AuthError::NoSession("unreadable"))
     );
+    // A session without a usable `sub` (made before sign-in refused such ID tokens) is none.
+    for sub in [None, Some(json!("")), Some(json!(7)), Some(Value::Null)] {
+        let mut anonymous = session.clone();
+        match sub {
+            Some(v) => anonymous.claims.insert("sub".into(), v),
+            None => anonymous.claims.remove("sub"),
+        };
+        assert_eq!(
+            g.session_identity(0, &anonymous.to_plaintext(), 1001),
+            Err(AuthError::NoSession("no sub"))
+        );
+    }
     let mut outsider = session.clone();
     outsider.claims.insert("groups".into(), json!(["dev"]));
     assert_eq!(
@@ -928,4 +941,423 @@ fn an_id_token_must_carry_this_logins_nonce_and_name_this_client_among_several_a
         login.check_id_token(sso, &id(with_azp)),
         Err(LoginError::BadIdToken)
     );
+}
+
+#[test]
+fn an_id_token_must_name_its_user_in_sub() {
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let random: [u8; 96] = std::array::from_fn(|i| (i * 5) as u8);
+    let login = LoginState::new(sso, "/".into(), &random, 0);
+    // `None`: the claim is absent.
+    let cases: Vec<(Option<Value>, Result<(), LoginError>)> = vec![
+        (Some(json!("u1")), Ok(())),
+        (Some(json!(" ")), Ok(())),
+        (None, Err(LoginError::MissingSub)),
+        (Some(Value::Null), Err(LoginError::MissingSub)),
+        (Some(json!(42)), Err(LoginError::MissingSub)),
+        (Some(json!("")), Err(LoginError::MissingSub)),
+        (Some(json!(true)), Err(LoginError::MissingSub)),
+        (Some(json!(["u1"])), Err(LoginError::MissingSub)),
+        (Some(json!({ "id": "u1" })), Err(LoginError::MissingSub)),
+    ];
+    for (sub, want) in cases {
+        let mut values: BTreeMap<String, Value> = BTreeMap::new();
+        values.insert("aud".into(), json!("portcullis"));
+        values.insert("nonce".into(), json!(login.nonce));
+        if let Some(sub) = &sub {
+            values.insert("sub".into(), sub.clone());
+        }
+        let identity = Identity::from_claims(values, 100, &[]);
+        assert_eq!(login.check_id_token(sso, &identity), want, "sub {sub:?}");
+    }
+    // Refused like the other bad ID tokens: 401 `login_failed`, a page for browsers.
+    let e = crate::GatewayError::Login(LoginError::MissingSub);
+    assert_eq!((e.status(), e.code()), (401, "login_failed"));
+    assert_eq!(LoginError::MissingSub.reason(), "missing_sub");
+    let page = e.response_for("rid", Some("text/html"));
+    assert_eq!(page.status, 401);
+    assert!(page.body.contains("Sign-in failed"));
+}
+
+/// A config whose entry builds its redirect URI from the routes' hosts: an exact host, a
+/// wildcard, a loopback address, and a route without a host (which adds none).
+fn hosted() -> Gateway {
+    let mut c = config(json!({}));
+    c["sso"]["corp"]
+        .as_object_mut()
+        .unwrap()
+        .remove("redirect_uri");
+    c["routes"] = json!([
+        { "name": "app", "host": "App.Example.com", "path": "/app/{*rest}", "origin": "app",
+          "auth": { "use": "corp", "login": true } },
+        { "name": "tenants", "host": "*.apps.example.com", "path": "/{*rest}", "origin": "app",
+          "auth": "corp" },
+        { "name": "local", "host": "127.0.0.1", "path": "/{*rest}", "origin": "app",
+          "auth": { "use": "corp", "login": true } },
+        { "name": "anywhere", "path": "/any/{*rest}", "origin": "app",
+          "auth": { "use": "corp", "login": true } },
+        { "name": "other", "host": "other.example.com", "path": "/{*rest}", "origin": "app" }
+    ]);
+    Gateway::new(Config::from_json(&c.to_string()).expect("valid"))
+}
+
+#[test]
+fn without_redirect_uri_only_the_hosts_of_the_entrys_routes_get_one() {
+    let g = hosted();
+    let sso = &g.config.sso[0];
+    assert_eq!(
+        sso.redirect,
+        RedirectBase::RouteHosts(vec![
+            crate::config::HostPattern::Exact("app.example.com".into()),
+            crate::config::HostPattern::Suffix(".apps.example.com".into()),
+            crate::config::HostPattern::Exact("127.0.0.1".into()),
+        ]),
+        "the entry's routes' hosts, not other routes'"
+    );
+    let ok = |origin: &str| {
+        Ok(ReturnAddress {
+            redirect_uri: format!("{origin}/_sso/callback"),
+            origin: origin.to_string(),
+        })
+    };
+    let cases: Vec<(&str, Result<ReturnAddress, ()>)> = vec![
+        // an exact host, in any letter case, with its default port or none
+        (
+            "https://app.example.com/app/x",
+            ok("https://app.example.com"),
+        ),
+        (
+            "https://APP.Example.COM/app/x",
+            ok("https://app.example.com"),
+        ),
+        ("HTTPS://app.example.com/", ok("https://app.example.com")),
+        (
+            "https://app.example.com:443/",
+            ok("https://app.example.com"),
+        ),
+        (
+            "https://app.example.com:0443/",
+            ok("https://app.example.com"),
+        ),
+        ("https://app.example.com:/", ok("https://app.example.com")),
+        ("http://app.example.com:80/", ok("http://app.example.com")),
+        // another port is kept (routing ignores it; the redirect goes back to it)
+        (
+            "https://app.example.com:8443/",
+            ok("https://app.example.com:8443"),
+        ),
+        (
+            "http://app.example.com:443/",
+            ok("http://app.example.com:443"),
+        ),
+        // credentials in the URL are not part of the host
+        (
+            "https://evil@app.example.com/",
+            ok("https://app.example.com"),
+        ),
+        // a wildcard at any depth, never the bare domain
+        (
+            "https://t1.apps.example.com/",
+            ok("https://t1.apps.example.com"),
+        ),
+        (
+            "https://A.B.Apps.Example.com/",
+            ok("https://a.b.apps.example.com"),
+        ),
+        ("https://apps.example.com/", Err(())),
+        // a loopback address named by a route, in that spelling only
+        ("http://127.0.0.1:8787/any/x", ok("http://127.0.0.1:8787")),
+        ("http://127.1:8787/", Err(())),
+        ("http://[::ffff:127.0.0.1]:8787/", Err(())),
+        ("http://[::ffff:7f00:1]:8787/", Err(())),
+        // IPv6 literals: no route host names one
+        ("http://[::1]:8787/", Err(())),
+        ("http://[0:0:0:0:0:0:0:1]/", Err(())),
+        ("https://[::1]/", Err(())),
+        ("https://[::]/", Err(())),
+        // a trailing dot: routing does not read it as the route's host either
+        ("https://app.example.com./", Err(())),
+        ("https://t1.apps.example.com./", Err(())),
+        // foreign hosts, look-alikes, the host of a route of no entry, malformed ports
+        ("https://evil.example/", Err(())),
+        ("https://app.example.com.evil.example/", Err(())),
+        ("https://evilapp.example.com/", Err(())),
+        ("https://xapps.example.com/", Err(())),
+        ("https://other.example.com/", Err(())),
+        ("https://app.example.com:99999/", Err(())),
+        ("https://app.example.com:65536/", Err(())),
+        ("https://app.example.com:0/", Err(())),
+        ("https://app.example.com:8443:1/", Err(())),
+        ("https://app.example.com:+443/", Err(())),
+        ("https://app.example.com:x/", Err(())),
+        ("https://app%2eexample.com/", Err(())),
+        ("https://a..apps.example.com/", Err(())),
+        ("https://-x.apps.example.com/", Err(())),
+        ("ftp://app.example.com/", Err(())),
+        ("app.example.com/", Err(())),
+    ];
+    for (url, want) in cases {
+        assert_eq!(sso.return_address(url).map_err(|_| ()), want, "{url}");
+    }
+    let refused = sso
+        .return_address("https://Evil.example\u{7f}:1/")
+        .unwrap_err();
+    assert_eq!(
+        refused.host, "Evil.example",
+        "the log gets printable ASCII only"
+    );
+}
+
+#[test]
+fn the_host_a_route_is_served_on_is_the_host_a_login_may_return_to() {
+    // The same reading of the host as routing: a login redirect is only asked for on a route
+    // that matched, and its host is then one the entry serves, except on a route without a host.
+    let g = hosted();
+    let sso = &g.config.sso[0];
+    let html = vec![("accept".to_string(), "text/html".to_string())];
+    for (url, route, served) in [
+        ("https://APP.example.com:8443/app/x", "app", true),
+        ("https://app.example.com./app/x", "", false),
+        ("https://t.apps.example.com/x", "tenants", true),
+        ("http://127.0.0.1:1/x", "local", true),
+        ("https://evil.example/any/x", "anywhere", false),
+        ("https://app.example.com/any/x", "anywhere", true),
+    ] {
+        let name = g
+            .matched(&incoming("GET", url, &html))
+            .map(|m| g.config.routes[m.route].name.clone())
+            .unwrap_or_default();
+        assert_eq!(name, route, "{url}");
+        assert_eq!(sso.return_address(url).is_ok(), served, "{url}");
+    }
+}
+
+#[test]
+fn the_sso_paths_on_a_host_the_entry_does_not_serve_are_refused() {
+    let g = hosted();
+    let none: Vec<(String, String)> = Vec::new();
+    let at = |method, url| g.sso_request(&incoming(method, url, &none));
+    assert!(matches!(
+        at("GET", "https://app.example.com/_sso/login?next=/app/x"),
+        Some(SsoRequest::Login {
+            sso: 0,
+            next: Ok(_)
+        })
+    ));
+    for (method, url) in [
+        ("GET", "https://evil.example/_sso/login?next=/app/x"),
+        ("GET", "https://evil.example/_sso/login?next=//evil.example"),
+        ("GET", "https://evil.example/_sso/callback?code=c&state=s"),
+        ("GET", "https://evil.example/_sso/logout"),
+        ("POST", "https://evil.example/_sso/logout"),
+        ("GET", "https://app.example.com./_sso/login"),
+        ("GET", "http://[::1]:8787/_sso/login"),
+        (
+            "GET",
+            "http://[::ffff:127.0.0.1]:8787/_sso/callback?code=c&state=s",
+        ),
+    ] {
+        match at(method, url) {
+            Some(SsoRequest::HostNotServed { sso: 0, refused }) => {
+                assert!(refused.detail("corp").contains("redirect_uri"), "{url}")
+            }
+            other => panic!("{method} {url}: {other:?}"),
+        }
+    }
+    // The signing key is the gateway's on every host.
+    assert_eq!(
+        at("GET", "https://evil.example/.well-known/jwks.json"),
+        Some(SsoRequest::Jwks)
+    );
+    // With redirect_uri, every host's login goes back to it.
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    assert!(matches!(
+        g.sso_request(&incoming("GET", "https://evil.example/_sso/login", &none)),
+        Some(SsoRequest::Login { sso: 0, .. })
+    ));
+    for url in [
+        "https://evil.example/x",
+        "http://[::1]/",
+        "https://a.example.com:8443/",
+    ] {
+        assert_eq!(
+            sso.return_address(url),
+            Ok(ReturnAddress {
+                redirect_uri: "https://a.example.com/_sso/callback".into(),
+                origin: "https://a.example.com".into(),
+            }),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn redirect_uri_is_a_canonical_https_url_whose_path_is_the_callback_path() {
+    let with = |uri: Value, callback_path: Option<&str>| {
+        let mut c = sso_with("redirect_uri", uri);
+        if let Some(p) = callback_path {
+            c["sso"]["corp"]["callback_path"] = json!(p);
+        }
+        c
+    };
+    let accepted = [
+        (
+            "https://app.example.com/_sso/callback",
+            None,
+            "https://app.example.com",
+        ),
+        (
+            "https://app.example.com:8443/cb",
+            None,
+            "https://app.example.com:8443",
+        ),
+        (
+            "https://app.example.com/cb",
+            Some("/cb"),
+            "https://app.example.com",
+        ),
+        (
+            "http://localhost:8787/_sso/callback",
+            None,
+            "http://localhost:8787",
+        ),
+        ("http://127.0.0.1/_sso/callback", None, "http://127.0.0.1"),
+        ("http://[::1]:9/_sso/callback", None, "http://[::1]:9"),
+        ("http://[::ffff:7f00:1]/cb", None, "http://[::ffff:7f00:1]"),
+    ];
+    for (uri, callback_path, origin) in accepted {
+        let c = with(json!(uri), callback_path);
+        let cfg = Config::from_json(&c.to_string()).unwrap_or_else(|e| panic!("{uri}: {e}"));
+        let sso = &cfg.sso[0];
+        assert_eq!(
+            sso.redirect,
+            RedirectBase::Configured {
+                redirect_uri: uri.into(),
+                origin: origin.into()
+            }
+        );
+        assert_eq!(
+            sso.callback_path,
+            url::Url::parse(uri).unwrap().path(),
+            "redirect_uri's path is the callback path"
+        );
+    }
+    let refused: Vec<(Value, Option<&str>, &str)> = vec![
+        (
+            json!("http://app.example.com/_sso/callback"),
+            None,
+            "only https",
+        ),
+        (json!("http://10.0.0.1/_sso/callback"), None, "only https"),
+        (json!("http://localhost.example.com/cb"), None, "only https"),
+        (json!("ftp://app.example.com/cb"), None, "not https"),
+        (json!("/_sso/callback"), None, "not an absolute URL"),
+        (json!("https://app.example.com/cb?x=1"), None, "query"),
+        (json!("https://app.example.com/cb#f"), None, "fragment"),
+        (json!("https://u:p@app.example.com/cb"), None, "credentials"),
+        (json!("https://APP.example.com/cb"), None, "canonical"),
+        (json!("https://app.example.com:443/cb"), None, "canonical"),
+        (json!("https://app.example.com/a/../cb"), None, "canonical"),
+        (json!("https://app.example.com"), None, "canonical"),
+        (
+            json!("https://app.example.com/"),
+            None,
+            "cannot be a callback path",
+        ),
+        (
+            json!("https://app.example.com//cb"),
+            None,
+            "cannot be a callback path",
+        ),
+        (
+            json!("https://app.example.com/%7Ecb"),
+            None,
+            "cannot be a callback path",
+        ),
+        (
+            json!("https://app.example.com/cb"),
+            Some("/other"),
+            "is not callback_path",
+        ),
+    ];
+    for (uri, callback_path, message) in refused {
+        let found = problems(with(uri.clone(), callback_path));
+        assert!(
+            found
+                .iter()
+                .any(|(p, m)| p == "$.sso.corp.redirect_uri" && m.contains(message)),
+            "{uri} / {message}: got {found:?}"
+        );
+    }
+}
+
+#[test]
+fn an_entry_without_redirect_uri_needs_a_route_with_a_host() {
+    let mut c = config(json!({}));
+    c["sso"]["corp"]
+        .as_object_mut()
+        .unwrap()
+        .remove("redirect_uri");
+    let found = problems(c.clone());
+    assert!(
+        found.iter().any(|(p, m)| p == "$.sso.corp.redirect_uri"
+            && m.contains("no route that uses this entry has a host")),
+        "{found:?}"
+    );
+    // A host on a route of another entry, or of no entry, does not count.
+    c["routes"][2]["host"] = json!("pub.example.com");
+    assert!(problems(c.clone())
+        .iter()
+        .any(|(p, _)| p == "$.sso.corp.redirect_uri"));
+    // One route of the entry with a host is enough.
+    c["routes"][1]["host"] = json!("api.example.com");
+    assert_eq!(problems(c.clone()), Vec::<(String, String)>::new());
+    // Not reported when a route failed on its own (its host may be what was missing).
+    c["routes"][1]["origin"] = json!("nowhere");
+    let found = problems(c);
+    assert!(found.iter().any(|(p, _)| p == "$.routes[1].origin"));
+    assert!(
+        !found.iter().any(|(p, _)| p == "$.sso.corp.redirect_uri"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn logout_returns_to_the_configured_origin_or_the_served_host() {
+    let e = Endpoints {
+        authorization: "https://id/authorize".into(),
+        token: "https://id/token".into(),
+        jwks: "https://id/jwks".into(),
+        end_session: Some("https://id/logout".into()),
+    };
+    let g = gateway();
+    let sso = &g.config.sso[0];
+    let back = sso
+        .return_address("https://evil.example/_sso/logout")
+        .unwrap();
+    assert_eq!(
+        logout_location(sso, &e, &back.origin),
+        "https://id/logout?client_id=portcullis&post_logout_redirect_uri=https%3A%2F%2Fa.example.com%2F"
+    );
+    let g = hosted();
+    let sso = &g.config.sso[0];
+    let back = sso
+        .return_address("https://T.Apps.Example.com:8443/_sso/logout")
+        .unwrap();
+    assert_eq!(
+        logout_location(sso, &e, &back.origin),
+        "https://id/logout?client_id=portcullis&post_logout_redirect_uri=https%3A%2F%2Ft.apps.example.com%3A8443%2F"
+    );
+}
+
+#[test]
+fn a_login_returns_to_the_normalized_path_and_query() {
+    assert_eq!(
+        return_path("https://a.example.com/app/./x/../y?q=1").as_deref(),
+        Some("/app/y?q=1")
+    );
+    assert_eq!(return_path("https://a.example.com").as_deref(), Some("/"));
+    assert_eq!(return_path("/relative"), None);
 }

@@ -29,7 +29,8 @@ nonce (the authorize request's), iat and exp (= iat + 300).
 Test knobs:
 - `user`: the claims of the user who "signs in" (sub, email, name, groups; any JSON values);
 - `next_id_token_claims`: one-shot overrides of the next ID token's claims, e.g.
-  {"nonce": "wrong"} or {"aud": "another-client"}; a value of None removes the claim;
+  {"nonce": "wrong"} or {"aud": "another-client"}; a value of None removes the claim,
+  `JSON_NULL` makes it JSON null;
 - `next_id_token_key`: one-shot, "other" signs the next ID token with a key not in the JWKS;
 - `deny_next`: one-shot, the next authorize request is answered with error=access_denied;
 - `token_auth`: "client_secret_basic" (default), "client_secret_post" or "any";
@@ -57,6 +58,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from origin import LocalServer, Received
 
 KID = "idp-1"
+# In `next_id_token_claims`: the claim is there, with the JSON value null.
+JSON_NULL = object()
 
 
 def b64(data: bytes) -> str:
@@ -305,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             if v is None:
                 claims.pop(k, None)
             else:
-                claims[k] = v
+                claims[k] = None if v is JSON_NULL else v
         key, kid = (idp.other_key, KID) if key_choice == "other" else (idp.key, KID)
         id_token = make_jwt(key, kid, claims)
         with idp.lock:
@@ -463,6 +466,14 @@ def _self_check() -> None:
         _, claims = verify_id_token(json.loads(body)["id_token"], idp.jwks())
         assert claims["nonce"] == "wrong" and "email" not in claims
         assert idp.next_id_token_claims == {}
+        idp.next_id_token_claims = {"sub": JSON_NULL}
+        st, h, _ = req(idp, "GET", "/authorize?" + q)
+        code = parse_qs(urlsplit(h["location"]).query)["code"][0]
+        st, _, body = req(idp, "POST", "/token",
+                          urlencode({**form, "code": code, "client_secret": "portcullis-client-secret"}),
+                          {"content-type": "application/x-www-form-urlencoded"})
+        _, claims = verify_id_token(json.loads(body)["id_token"], idp.jwks())
+        assert "sub" in claims and claims["sub"] is None
         # no PKCE: an error back at the client; unknown client: 400 here
         st, h, _ = req(idp, "GET", "/authorize?" + q.replace("code_challenge_method=S256", "code_challenge_method=plain"))
         assert st == 302 and "error=invalid_request" in h["location"] and "state=st-1" in h["location"]

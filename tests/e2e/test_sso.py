@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import Reply
-from idp import DEFAULT_USER, IdP, b64, b64decode, pkce_challenge
+from idp import DEFAULT_USER, JSON_NULL, IdP, b64, b64decode, pkce_challenge
 from origin import Origin
 from workerd import Workerd
 
@@ -45,6 +45,7 @@ GW_ISS = "https://gateway.test"
 GW_KID = "gw-test-1"
 API_ISS = "https://issuer.test/"
 HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+LOCAL = "127.0.0.1"  # the host the gateway is reached on, and the one its sso routes name
 TIMEOUT = 10.0
 
 
@@ -327,17 +328,24 @@ def gw(idp, app, sticky, identity_key, api_key):
             "sticky": {"servers": [{"url": s.url} for s in sticky], "balance": "hash", "hash_on": "claim:sub",
                        "timeout_ms": 5000},
         },
+        # The entry has no redirect_uri: it is built from the request, on the host its routes
+        # name (127.0.0.1, the gateway's address here) only. "loose" has no host: a login
+        # from it on another host is refused.
         "routes": [
-            {"name": "page", "path": "/app/{*rest}", "origin": "app", "auth": {"use": SSO, "login": True},
+            {"name": "page", "host": LOCAL, "path": "/app/{*rest}", "origin": "app",
+             "auth": {"use": SSO, "login": True},
              "request_headers": {"set": {"x-hello": "hello {claim.email}"}}},
-            {"name": "api", "path": "/api/{*rest}", "origin": "app", "auth": SSO},
-            {"name": "maybe", "path": "/maybe/{*rest}", "origin": "app", "auth": {"use": SSO, "optional": True}},
+            {"name": "api", "host": LOCAL, "path": "/api/{*rest}", "origin": "app", "auth": SSO},
+            {"name": "maybe", "host": LOCAL, "path": "/maybe/{*rest}", "origin": "app",
+             "auth": {"use": SSO, "optional": True}},
             {"name": "bearer", "path": "/bearer/{*rest}", "origin": "app", "auth": "api"},
             {"name": "public", "path": "/public/{*rest}", "origin": "app"},
-            {"name": "cached", "path": "/cacheable/{*rest}", "origin": "app", "auth": {"use": SSO, "login": True},
+            {"name": "cached", "host": LOCAL, "path": "/cacheable/{*rest}", "origin": "app",
+             "auth": {"use": SSO, "login": True},
              "request_headers": {"set": {"x-user": "{claim.sub}"}},
              "cache": {"ttl_s": 60, "key": {"claims": ["sub"]}}},
-            {"name": "sticky", "path": "/sticky/{*rest}", "origin": "sticky", "auth": SSO},
+            {"name": "sticky", "host": LOCAL, "path": "/sticky/{*rest}", "origin": "sticky", "auth": SSO},
+            {"name": "loose", "path": "/loose/{*rest}", "origin": "app", "auth": {"use": SSO, "login": True}},
         ],
     }
     with Workerd(json.dumps(cfg), text_bindings=secrets_for(identity_key)) as wd:
@@ -730,6 +738,52 @@ def test_a_bad_id_token_is_401_and_no_session(gw, idp, app, override, why):
     assert b.request("GET", gw.base_url + "/app/bad-token").status == 302
 
 
+@pytest.mark.parametrize("sub,why", [
+    (None, "no sub"),
+    (JSON_NULL, "sub null"),
+    (42, "a number"),
+    ("", "an empty string"),
+    (["user-alice"], "an array"),
+])
+def test_an_id_token_without_a_usable_sub_is_401_and_no_session(gw, idp, app, sub, why):
+    b = Browser()
+    r, q = start_login(b, gw.base_url + "/app/no-sub")
+    callback = at_provider(b, r.header("location"))
+    idp.next_id_token_claims = {"sub": sub}
+    before_ok, before_app = idp.token_ok, app.count()
+    r = b.request("GET", callback, [("accept", "application/json")])
+    assert idp.token_ok == before_ok + 1, "the provider did issue the token"
+    issued = idp.issued_id_tokens[-1]
+    assert ("sub" not in issued) if sub is None else (issued["sub"] == (None if sub is JSON_NULL else sub)), issued
+    assert r.status == 401, (why, r.status, r.body)
+    body = r.json()
+    assert body["error"] == "login_failed" and body["request_id"] == r.header("x-request-id"), body
+    assert SESSION_COOKIE not in set_cookies(r), (why, r.headers)
+    assert set_cookies(r)[LOGIN_COOKIE][1].get("max-age") == "0", "the login is spent"
+    assert b.get_cookie(SESSION_COOKIE) is None
+    assert app.count() == before_app
+    gw.wait_for_log(body["request_id"])
+    line = next(json.loads(x) for x in gw.log_lines() if body["request_id"] in x and x.startswith("{"))
+    assert line["route"] == "sso" and line["status"] == 401, line
+    assert line["auth"] == {"outcome": "refused", "reason": "missing_sub"}, line
+    # still signed out
+    assert b.request("GET", gw.base_url + "/api/no-sub", [("accept", "application/json")]).status == 401
+    assert b.request("GET", gw.base_url + "/app/no-sub").status == 302
+
+
+def test_an_id_token_without_sub_is_the_error_page_for_a_browser(gw, idp):
+    b = Browser()
+    r, q = start_login(b, gw.base_url + "/app/no-sub-page")
+    callback = at_provider(b, r.header("location"))
+    idp.next_id_token_claims = {"sub": None}
+    r = b.request("GET", callback)
+    assert r.status == 401, r.body
+    assert r.header("content-type") == "text/html; charset=utf-8"
+    text = r.body.decode()
+    assert "Sign-in failed" in text and "login_failed" in text and r.header("x-request-id") in text
+    assert SESSION_COOKIE not in set_cookies(r) and b.get_cookie(SESSION_COOKIE) is None
+
+
 def test_the_provider_saying_no_is_401(gw, idp):
     b = Browser()
     r, q = start_login(b, gw.base_url + "/app/denied")
@@ -785,6 +839,9 @@ def test_crafted_sessions_expired_valid_and_under_another_key(gw, app):
     assert attempt(craft_session(claims, exp=now - 5, iat=now - 3600)).status == 401  # expired
     assert attempt(craft_session(claims, exp=now + 600, secret="another-session-key-of-enough-length-0123456789")).status == 401
     assert attempt(craft_session(claims, exp=now + 600, sso="another-sso")).status == 401  # bound to the sso's name
+    for sub in (None, "", 7):  # a session naming no user (as sign-in once let through) is none
+        no_sub = {k: v for k, v in claims.items() if k != "sub"} if sub is None else {**claims, "sub": sub}
+        assert attempt(craft_session(no_sub, exp=now + 600)).status == 401, sub
     assert app.count() == before
     # the same format, valid: accepted (so the refusals above are about exp and the key)
     r = attempt(craft_session(claims, exp=now + 600))
@@ -908,6 +965,129 @@ def test_logout_clears_the_cookie_and_ends_the_provider_session(gw, idp, app):
     assert r.status == 302 and b2.get_cookie(SESSION_COOKIE) is None
 
 
+# ------------------------------------------------------------------------------------ the Host header
+
+
+def no_provider_traffic(idp: IdP, before: int) -> bool:
+    return len(idp.received) == before
+
+
+SPOOFED_HOSTS = ["evil.example", "EVIL.example", "127.0.0.1.evil.example", "localhost", "[::1]",
+                 "[::ffff:127.0.0.1]"]
+
+
+@pytest.mark.parametrize("host", SPOOFED_HOSTS)
+def test_a_login_on_a_spoofed_host_is_404_and_the_provider_hears_nothing(gw, idp, host):
+    """Without redirect_uri, the redirect URI is built only on a host a route of the entry names:
+    a Host header naming any other host gets no redirect, so no code can be sent there."""
+    port = gw.port
+    before = len(idp.received)
+    for path in ("/_sso/login?next=/app/x", "/loose/page", "/app/page"):
+        for accept in (HTML, "application/json"):
+            b = Browser(accept=accept)
+            r = b.request("GET", gw.base_url + path, [("host", f"{host}:{port}")])
+            # an API call on the host-less login route is 401 on any host, as ever
+            want = (401, "unauthorized") if path == "/loose/page" and accept != HTML else (404, "no_route")
+            assert r.status == want[0], (host, path, accept, r.status, r.header("location"))
+            assert r.header("location") is None
+            assert LOGIN_COOKIE not in set_cookies(r)
+            if accept == "application/json":
+                assert r.json()["error"] == want[1]
+            assert "evil" not in " ".join(v for _, v in r.headers).lower()
+    assert no_provider_traffic(idp, before), idp.received[before:]
+    # the same login on the gateway's own host goes to the provider, back to this host
+    r = Browser().request("GET", gw.base_url + "/loose/page")
+    assert r.status == 302 and query_of(r.header("location"))["redirect_uri"] == gw.base_url + "/_sso/callback"
+
+
+def test_a_callback_or_logout_on_a_spoofed_host_is_404(gw, idp, app):
+    b = Browser()
+    r, q = start_login(b, gw.base_url + "/app/spoofed-callback")
+    callback = at_provider(b, r.header("location"))
+    before = len(idp.received)
+    path = "/_sso/callback?" + urlsplit(callback).query
+    r = b.request("GET", gw.base_url + path, [("host", f"evil.example:{gw.port}"), ("accept", "application/json")])
+    assert r.status == 404 and r.json()["error"] == "no_route", r.body
+    assert SESSION_COOKIE not in set_cookies(r) and b.get_cookie(SESSION_COOKIE) is None
+    assert no_provider_traffic(idp, before), "the code was not exchanged"
+    # the same callback on the gateway's host completes the login
+    r = b.request("GET", callback)
+    assert r.status == 302 and b.get_cookie(SESSION_COOKIE)
+    # logout: refused on a spoofed host (the session stays), done on the gateway's
+    session = b.get_cookie(SESSION_COOKIE)
+    for method in ("GET", "POST"):
+        r = b.request(method, gw.base_url + "/_sso/logout", [("host", f"evil.example:{gw.port}")],
+                      body=b"" if method == "POST" else None)
+        assert r.status == 404 and r.header("location") is None, (method, r.status)
+        assert SESSION_COOKIE not in set_cookies(r)
+    assert b.get_cookie(SESSION_COOKIE) == session
+    r = b.request("GET", gw.base_url + "/_sso/logout")
+    assert r.status == 302
+    assert query_of(r.header("location"))["post_logout_redirect_uri"] == gw.base_url + "/"
+    gw.wait_for_log("no route of this entry serves the host")
+
+
+def test_an_explicit_redirect_uri_is_what_the_provider_gets_whatever_the_host(app, identity_key):
+    """With redirect_uri, the gateway sends exactly it for authorize and the code exchange, and
+    logout returns to its origin, whatever Host the request names. Here the public address is
+    https://sso.example.test (a proxy in front of the gateway, say): the test carries the
+    provider's redirect to the gateway itself."""
+    public = "https://sso.example.test/auth/done"
+    with IdP({CLIENT_ID: CLIENT_SECRET}) as idp2:
+        cfg = {
+            "sso": {SSO: sso_entry(idp2, redirect_uri=public)},
+            "identity": identity_section(),
+            "origins": {"app": {"servers": [{"url": app.url}], "timeout_ms": 5000}},
+            "routes": [{"name": "page", "path": "/app/{*rest}", "origin": "app", "auth": {"use": SSO, "login": True}}],
+        }
+        with Workerd(json.dumps(cfg), text_bindings=secrets_for(identity_key)) as wd:
+            for host in (f"127.0.0.1:{wd.port}", f"evil.example:{wd.port}", "[::1]"):
+                r = Browser().request("GET", wd.base_url + "/app/x", [("host", host)])
+                assert r.status == 302, (host, r.status, r.body)
+                assert query_of(r.header("location"))["redirect_uri"] == public, host
+            b = Browser()
+            r, q = start_login(b, wd.base_url + "/app/explicit?k=v")
+            assert q["redirect_uri"] == public
+            at = b.request("GET", r.header("location"))
+            assert at.status == 302
+            back = at.header("location")
+            assert back.startswith(public + "?code="), back
+            code = query_of(back)["code"]
+            assert idp2.codes[code]["redirect_uri"] == public
+            # the callback path is redirect_uri's path
+            r = b.request("GET", wd.base_url + "/auth/done?" + urlsplit(back).query)
+            assert r.status == 302, r.body
+            assert r.header("location") == "/app/explicit?k=v"
+            assert b.get_cookie(SESSION_COOKIE)
+            token = [x for x in idp2.received if x.path == "/token"]
+            assert len(token) == 1
+            form = {k: v[0] for k, v in parse_qs(token[0].body.decode()).items()}
+            assert form["redirect_uri"] == public and form["code"] == code
+            r = b.request("GET", wd.base_url + "/app/explicit?k=v")
+            assert r.status == 200 and app.last().header("x-user-id") == "user-alice"
+            # the default callback path is not answered: it is an ordinary path now
+            assert Browser(accept="application/json").request("GET", wd.base_url + "/_sso/callback").json()["error"] == "no_route"
+            r = b.request("GET", wd.base_url + "/_sso/logout", [("host", f"evil.example:{wd.port}")])
+            assert r.status == 302
+            assert query_of(r.header("location"))["post_logout_redirect_uri"] == "https://sso.example.test/"
+
+
+def test_a_config_whose_redirect_uri_would_follow_the_host_is_refused(idp, identity_key):
+    cfg = {
+        "sso": {SSO: sso_entry(idp)},
+        "origins": {"app": {"servers": [{"url": "http://127.0.0.1:9"}]}},
+        "routes": [{"name": "page", "path": "/app/{*rest}", "origin": "app", "auth": {"use": SSO, "login": True}}],
+    }
+    before = len(idp.received)
+    with Workerd(json.dumps(cfg), text_bindings=secrets_for(identity_key)) as wd:
+        for path in ("/app/x", "/_sso/login"):
+            r = Browser().request("GET", wd.base_url + path, [("host", "evil.example")])
+            assert r.status == 500 and r.header("location") is None, (path, r.status)
+        logs = "\n".join(wd.log_lines() + wd.stderr_lines())
+        assert "$.sso.corp.redirect_uri" in logs and "give the routes that use this entry a host" in logs
+    assert no_provider_traffic(idp, before)
+
+
 # ------------------------------------------------------------------------------------ identity in use
 
 
@@ -991,3 +1171,8 @@ def test_a_cookie_domain_gives_single_sign_on_across_hosts(app, identity_key):
             assert idp2.authorize_calls == calls
             # a host outside the domain gets no cookie (and has no route)
             assert b.cookie_header("c.other.test", "/") is None
+            # the Host's letter case is not the redirect URI's; a host no route names gets none
+            r = Browser(hosts={"a.apps.test": wd.port}).request("GET", "http://a.apps.test/x", [("host", "A.Apps.TEST")])
+            assert r.status == 302 and query_of(r.header("location"))["redirect_uri"] == "http://a.apps.test/_sso/callback"
+            r = Browser(hosts={"c.other.test": wd.port}).request("GET", "http://c.other.test/_sso/login")
+            assert r.status == 404 and r.header("location") is None

@@ -45,7 +45,9 @@ def test_a_browser_signs_in_and_sees_who_the_origin_saw():
             "sso": {SSO: sso_entry(idp)},
             "identity": identity_section(),
             "origins": {"app": {"servers": [{"url": app.url}], "timeout_ms": 5000}},
-            "routes": [{"name": "page", "path": "/html/{*rest}", "origin": "app", "auth": {"use": SSO, "login": True}}],
+            # the host the browser uses: the redirect URI is built on it (and on no other)
+            "routes": [{"name": "page", "host": "localhost", "path": "/html/{*rest}", "origin": "app",
+                        "auth": {"use": SSO, "login": True}}],
         }
         with Workerd(json.dumps(cfg), text_bindings=secrets_for(identity_key)) as wd:
             SHOTS.mkdir(parents=True, exist_ok=True)

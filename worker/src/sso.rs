@@ -16,9 +16,9 @@ use portcullis::auth::{AuthError, Identity};
 use portcullis::gateway::Gateway;
 use portcullis::log::AuthLog;
 use portcullis::sso::{
-    self, authorize_url, id_token_of, logout_location, public_origin_and_return_path,
-    token_request, Endpoints, LoginError, LoginState, Minting, Session, SessionKeys, SigningKey,
-    Sso, SsoRequest, DISCOVERY_TTL_S, MAX_COOKIE_BYTES,
+    self, authorize_url, id_token_of, logout_location, return_path, token_request, Endpoints,
+    HostNotServed, LoginError, LoginState, Minting, ReturnAddress, Session, SessionKeys,
+    SigningKey, Sso, SsoRequest, DISCOVERY_TTL_S, MAX_COOKIE_BYTES,
 };
 use portcullis::GatewayError;
 use wasm_bindgen::prelude::*;
@@ -204,6 +204,20 @@ pub struct Refused {
     pub detail: Option<String>,
 }
 
+/// The return address of a request to `url`, or 404 `no_route` (the entry does not serve the
+/// host: answered as if nothing were there, and nothing goes to the provider).
+fn return_address(sso: &Sso, url: &str) -> Result<ReturnAddress, Refused> {
+    sso.return_address(url)
+        .map_err(|e| host_not_served(sso, &e))
+}
+
+fn host_not_served(sso: &Sso, refused: &HostNotServed) -> Refused {
+    Refused {
+        error: GatewayError::NoRoute,
+        detail: Some(refused.detail(&sso.name)),
+    }
+}
+
 fn config_problem(detail: String) -> Refused {
     Refused {
         error: GatewayError::ConfigInvalid,
@@ -322,17 +336,19 @@ impl SsoCache {
         env: &Env,
     ) -> Result<Answer, Refused> {
         let sso = &gateway.config.sso[index];
+        // Before anything else, discovery included: on a host the entry does not serve, the
+        // provider hears nothing.
+        let address = return_address(sso, url)?;
         let keys = self.session_keys(index, sso, env)?;
         let endpoints = self.endpoints(index, sso).await?;
-        let (origin, back) = public_origin_and_return_path(url).ok_or(Refused {
+        let back = return_path(url).ok_or(Refused {
             error: GatewayError::NoRoute,
             detail: None,
         })?;
         let mut random = [0u8; 96];
         sso_random(96).copy_to(&mut random);
         let login = LoginState::new(sso, next.unwrap_or(back), &random, now_s());
-        let redirect_uri = format!("{origin}{}", sso.callback_path);
-        let location = authorize_url(sso, &endpoints, &redirect_uri, &login);
+        let location = authorize_url(sso, &endpoints, &address.redirect_uri, &login);
         let cookie = sso.login_cookie(Some(&login.seal(&keys)));
         Ok(Answer::redirect(
             location,
@@ -359,6 +375,7 @@ impl SsoCache {
             error: GatewayError::Login(e),
             detail,
         };
+        let address = return_address(sso, url)?;
         let keys = self.session_keys(index, sso, env)?;
         let now = now_s();
         let login_name = sso.cookie.login_name();
@@ -395,11 +412,8 @@ impl SsoCache {
                 sso.name, sso.client_secret_env
             ))
         })?;
-        let (origin, _) =
-            public_origin_and_return_path(url).ok_or(fail(LoginError::NoLoginState, None))?;
-        let redirect_uri = format!("{origin}{}", sso.callback_path);
         let (body, request_headers) =
-            token_request(sso, code, &redirect_uri, &login.verifier, &secret);
+            token_request(sso, code, &address.redirect_uri, &login.verifier, &secret);
         let id_token = exchange(&endpoints.token, &body, &request_headers)
             .await
             .map_err(|d| fail(LoginError::ExchangeFailed, Some(d)))?;
@@ -432,9 +446,11 @@ impl SsoCache {
         let identity = policy
             .finish(&token, now)
             .map_err(|e| fail(LoginError::BadIdToken, Some(format!("id token: {e}"))))?;
-        login
-            .check_id_token(sso, &identity)
-            .map_err(|e| fail(e, None))?;
+        login.check_id_token(sso, &identity).map_err(|e| {
+            let detail = (e == LoginError::MissingSub)
+                .then(|| "id token: no sub, or one that is not a non-empty string".to_string());
+            fail(e, detail)
+        })?;
         let session = Session::from_identity(sso, &identity, now);
         if let Err(e) = session.identity(sso, now) {
             return Err(Refused {
@@ -478,19 +494,24 @@ impl SsoCache {
 
     /// `{logout_path}`: the session cookie cleared, then the provider's end-session endpoint
     /// (or `post_logout_path`).
-    pub async fn logout(&self, gateway: &Gateway, index: usize, url: &str) -> Answer {
+    pub async fn logout(
+        &self,
+        gateway: &Gateway,
+        index: usize,
+        url: &str,
+    ) -> Result<Answer, Refused> {
         let sso = &gateway.config.sso[index];
-        let (origin, _) = public_origin_and_return_path(url).unwrap_or_default();
+        let address = return_address(sso, url)?;
         let location = match self.endpoints(index, sso).await {
-            Ok(endpoints) => logout_location(sso, &endpoints, &origin),
+            Ok(endpoints) => logout_location(sso, &endpoints, &address.origin),
             // The provider is unreachable: the gateway's own session ends all the same.
             Err(_) => sso.post_logout_path.clone(),
         };
-        Answer::redirect(
+        Ok(Answer::redirect(
             location,
             vec![sso.session_cookie(None)],
             log("signed_out", None),
-        )
+        ))
     }
 
     fn signing_key(&self, minting: &Minting, env: &Env) -> Result<SigningKey, String> {
@@ -556,6 +577,9 @@ impl SsoCache {
         };
         match request {
             SsoRequest::Jwks => self.jwks(gateway, env, request_id),
+            SsoRequest::HostNotServed { sso, refused: r } => {
+                refused(host_not_served(&gateway.config.sso[sso], &r), Vec::new())
+            }
             SsoRequest::Login { next: Err(e), .. } => Answer::error(
                 &GatewayError::Login(e),
                 request_id,
@@ -580,7 +604,10 @@ impl SsoCache {
                     Err(r) => refused(r, vec![gateway.config.sso[sso].login_cookie(None)]),
                 }
             }
-            SsoRequest::Logout { sso } => self.logout(gateway, sso, url).await,
+            SsoRequest::Logout { sso } => self
+                .logout(gateway, sso, url)
+                .await
+                .unwrap_or_else(|r| refused(r, Vec::new())),
         }
     }
 
