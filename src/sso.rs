@@ -508,7 +508,8 @@ impl Sso {
     /// The return address of a login or logout started by a request to `url` (the runtime's
     /// absolute URL). With `redirect_uri`: that, whatever the request's host. Without: built
     /// from the request's scheme (`http` or `https`), host and port, when the host, read as
-    /// routing reads it (lower case, without port; a trailing dot is part of it), is one a route
+    /// routing reads it ([`crate::request::normal_host`]: lower case, without port or a trailing
+    /// dot, which is then not written either), is one a route
     /// of this entry serves (an exact `host`, or under a `*.suffix`); the host is written in
     /// lower case, the port only when it is not the scheme's default. Any other host, an IP
     /// literal in brackets or a malformed port: [`HostNotServed`], and nothing may be sent.
@@ -533,7 +534,7 @@ impl Sso {
             "http" => "80",
             _ => return Err(refused()),
         };
-        let host = parts.host.to_ascii_lowercase();
+        let host = crate::request::normal_host(parts.host);
         if !is_host_name(&host) || !hosts.iter().any(|p| p.matches(&host)) {
             return Err(refused());
         }

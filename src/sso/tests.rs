@@ -1076,9 +1076,13 @@ fn without_redirect_uri_only_the_hosts_of_the_entrys_routes_get_one() {
         ("http://[0:0:0:0:0:0:0:1]/", Err(())),
         ("https://[::1]/", Err(())),
         ("https://[::]/", Err(())),
-        // a trailing dot: routing does not read it as the route's host either
-        ("https://app.example.com./", Err(())),
-        ("https://t1.apps.example.com./", Err(())),
+        // a trailing dot: the same host to routing, so the same host here, written without it
+        ("https://app.example.com./", ok("https://app.example.com")),
+        (
+            "https://t1.apps.example.com./",
+            ok("https://t1.apps.example.com"),
+        ),
+        ("https://app.example.com../", Err(())),
         // foreign hosts, look-alikes, the host of a route of no entry, malformed ports
         ("https://evil.example/", Err(())),
         ("https://app.example.com.evil.example/", Err(())),
@@ -1118,7 +1122,7 @@ fn the_host_a_route_is_served_on_is_the_host_a_login_may_return_to() {
     let html = vec![("accept".to_string(), "text/html".to_string())];
     for (url, route, served) in [
         ("https://APP.example.com:8443/app/x", "app", true),
-        ("https://app.example.com./app/x", "", false),
+        ("https://app.example.com./app/x", "app", true),
         ("https://t.apps.example.com/x", "tenants", true),
         ("http://127.0.0.1:1/x", "local", true),
         ("https://evil.example/any/x", "anywhere", false),
@@ -1151,7 +1155,7 @@ fn the_sso_paths_on_a_host_the_entry_does_not_serve_are_refused() {
         ("GET", "https://evil.example/_sso/callback?code=c&state=s"),
         ("GET", "https://evil.example/_sso/logout"),
         ("POST", "https://evil.example/_sso/logout"),
-        ("GET", "https://app.example.com./_sso/login"),
+        ("GET", "https://app.example.com../_sso/login"),
         ("GET", "http://[::1]:8787/_sso/login"),
         (
             "GET",
