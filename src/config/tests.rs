@@ -586,7 +586,8 @@ fn an_unset_timeout_or_deadline_follows_the_other() {
             (o.timeout_ms, o.deadline_ms)
         })
     };
-    let accepted: [(Option<u64>, Option<u64>, (u32, u32)); 7] = [
+    // (timeout_ms, deadline_ms) as written, and as read
+    let accepted = [
         (None, None, (DEFAULT_TIMEOUT_MS, DEFAULT_DEADLINE_MS)),
         (None, Some(5000), (5000, 5000)),
         (None, Some(1), (1, 1)),
