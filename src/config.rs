@@ -619,28 +619,40 @@ fn validate_origin(name: &str, raw: &RawOrigin, at: &str, problems: &mut Problem
     if name.is_empty() {
         problems.add(at.to_string(), "an origin name must not be empty", None);
     }
+    let range = 1..=u64::from(MAX_TIMEOUT_MS);
+    // An out-of-range deadline is reported here and then read as unset, so that it cannot add
+    // a conflict with the timeout on top.
+    let explicit_deadline = raw.deadline_ms.and_then(|d| {
+        if range.contains(&d) {
+            Some(d as u32)
+        } else {
+            problems.add(
+                format!("{at}.deadline_ms"),
+                format!("must be between {} and {}", range.start(), range.end()),
+                Some("the time all attempts of one request may take together, in milliseconds"),
+            );
+            None
+        }
+    });
+    // Each default gives way to the other field when only that one is set: a deadline alone
+    // shorter than the default timeout cuts the timeout to it, a timeout alone longer than the
+    // default deadline stretches the deadline to it. Only two explicit values can conflict.
     let timeout_ms = bounded(
         raw.timeout_ms,
-        u64::from(DEFAULT_TIMEOUT_MS),
-        1..=u64::from(MAX_TIMEOUT_MS),
+        u64::from(DEFAULT_TIMEOUT_MS.min(explicit_deadline.unwrap_or(DEFAULT_TIMEOUT_MS))),
+        range,
         format!("{at}.timeout_ms"),
         "the time one attempt may take until response headers, in milliseconds",
         problems,
     ) as u32;
-    let deadline_ms = bounded(
-        raw.deadline_ms,
-        u64::from(DEFAULT_DEADLINE_MS.max(timeout_ms)),
-        1..=u64::from(MAX_TIMEOUT_MS),
-        format!("{at}.deadline_ms"),
-        "the time all attempts of one request may take together, in milliseconds",
-        problems,
-    ) as u32;
+    let deadline_ms = explicit_deadline.unwrap_or(DEFAULT_DEADLINE_MS.max(timeout_ms));
     if deadline_ms < timeout_ms {
         problems.add(
             format!("{at}.deadline_ms"),
             format!("deadline_ms ({deadline_ms}) is shorter than timeout_ms ({timeout_ms})"),
             Some(
-                "the deadline bounds all attempts together: make it at least one attempt's timeout",
+                "the deadline bounds all attempts together: make it at least one attempt's timeout, \
+                 or leave timeout_ms out to have it follow the deadline",
             ),
         );
     }

@@ -569,6 +569,76 @@ fn a_full_origin_is_read() {
     }
 }
 
+/// `timeout_ms` and `deadline_ms`: a field left out follows the other one, so only two explicit
+/// values can conflict.
+#[test]
+fn an_unset_timeout_or_deadline_follows_the_other() {
+    let read = |timeout: Option<u64>, deadline: Option<u64>| {
+        let mut v = base();
+        if let Some(t) = timeout {
+            set(&mut v, "/origins/orders/timeout_ms", json!(t));
+        }
+        if let Some(d) = deadline {
+            set(&mut v, "/origins/orders/deadline_ms", json!(d));
+        }
+        Config::from_json(&v.to_string()).map(|cfg| {
+            let o = cfg.origins.iter().find(|o| o.name == "orders").unwrap();
+            (o.timeout_ms, o.deadline_ms)
+        })
+    };
+    // (timeout_ms, deadline_ms) as written, and as read
+    let accepted = [
+        (None, None, (DEFAULT_TIMEOUT_MS, DEFAULT_DEADLINE_MS)),
+        (None, Some(5000), (5000, 5000)),
+        (None, Some(1), (1, 1)),
+        (None, Some(20_000), (DEFAULT_TIMEOUT_MS, 20_000)),
+        (Some(2000), None, (2000, DEFAULT_DEADLINE_MS)),
+        (Some(40_000), None, (40_000, 40_000)),
+        (Some(1000), Some(1000), (1000, 1000)),
+    ];
+    for (timeout, deadline, want) in accepted {
+        match read(timeout, deadline) {
+            Ok(got) => assert_eq!(got, want, "timeout {timeout:?}, deadline {deadline:?}"),
+            Err(e) => panic!("timeout {timeout:?}, deadline {deadline:?}: {e}"),
+        }
+    }
+
+    // (timeout, deadline, the one path with a problem, its message)
+    let refused: [(u64, u64, &str, &str); 4] = [
+        (
+            5000,
+            1000,
+            "deadline_ms",
+            "deadline_ms (1000) is shorter than timeout_ms (5000)",
+        ),
+        (
+            15_000,
+            5000,
+            "deadline_ms",
+            "deadline_ms (5000) is shorter than timeout_ms (15000)",
+        ),
+        // A value out of range is reported alone, not again as a conflict with the other.
+        (40_000, 0, "deadline_ms", "must be between 1 and 600000"),
+        (0, 1000, "timeout_ms", "must be between 1 and 600000"),
+    ];
+    for (timeout, deadline, field, message) in refused {
+        let found = match read(Some(timeout), Some(deadline)) {
+            Ok(got) => panic!("timeout {timeout}, deadline {deadline}: accepted as {got:?}"),
+            Err(ConfigErrors(list)) => list,
+        };
+        let got: Vec<(&str, &str)> = found
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        let path = format!("$.origins.orders.{field}");
+        assert_eq!(
+            got,
+            [(path.as_str(), message)],
+            "timeout {timeout}, deadline {deadline}"
+        );
+    }
+}
+
 #[test]
 fn edge_policy_is_read_with_defaults() {
     let cfg = Config::from_json(&base().to_string()).unwrap();

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import send
-from origin import Origin, big_body, free_port
-from workerd import REPO_ROOT, Workerd, default_compatibility_date
+from origin import Origin, big_body
+from workerd import Workerd
+from wrangler_dev import RateLimit, WranglerDev
 
 MIB = 1024 * 1024
 
@@ -181,47 +177,11 @@ def test_rate_limiting_with_the_binding_under_wrangler_dev(origin):
         "routes": [{"name": "limited", "path": "/limited", "origin": "o",
                     "rate_limit": {"binding": "RL", "key": "header:x-api-key", "period_s": 60}}],
     }
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        toml = Path(tmp) / "wrangler.toml"
-        toml.write_text(
-            'name = "portcullis-ratelimit-test"\n'
-            f'main = "{REPO_ROOT / "worker/build/worker/shim.mjs"}"\n'
-            f'compatibility_date = "{default_compatibility_date()}"\n'
-            "[vars]\n"
-            f"GATEWAY_CONFIG = {json.dumps(json.dumps(cfg))}\n"
-            "[[ratelimits]]\n"
-            'name = "RL"\nnamespace_id = "1001"\nsimple = { limit = 3, period = 60 }\n'
-        )
-        env = dict(os.environ, WRANGLER_SEND_METRICS="false", CI="true", HOME=tmp)
-        log = open(Path(tmp) / "wrangler.log", "w")
-        proc = subprocess.Popen(
-            [str(REPO_ROOT / "scripts" / "wrangler"), "dev", "--config", str(toml), "--ip", "127.0.0.1",
-             "--port", str(port), "--persist-to", str(Path(tmp) / "state")],
-            cwd=tmp, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise AssertionError("wrangler dev did not start:\n" + (Path(tmp) / "wrangler.log").read_text()[-3000:])
-                    time.sleep(0.3)
-            statuses = [send(base, "GET", "/limited", [("x-api-key", "k1")]).status for _ in range(5)]
-            assert statuses == [200, 200, 200, 429, 429], statuses
-            r = send(base, "GET", "/limited", [("x-api-key", "k1")])
-            assert r.status == 429 and r.json()["error"] == "rate_limited"
-            assert r.header("retry-after") == "60"
-            # another key has its own counter
-            assert send(base, "GET", "/limited", [("x-api-key", "k2")]).status == 200
-        finally:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-            log.close()
+    with WranglerDev(json.dumps(cfg), ratelimits=[RateLimit("RL", limit=3, period=60)]) as wd:
+        statuses = [send(wd.base_url, "GET", "/limited", [("x-api-key", "k1")]).status for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429], statuses
+        r = send(wd.base_url, "GET", "/limited", [("x-api-key", "k1")])
+        assert r.status == 429 and r.json()["error"] == "rate_limited"
+        assert r.header("retry-after") == "60"
+        # another key has its own counter
+        assert send(wd.base_url, "GET", "/limited", [("x-api-key", "k2")]).status == 200
