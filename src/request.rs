@@ -42,6 +42,8 @@ pub enum Underscores {
 #[derive(Debug, Clone)]
 pub struct Head {
     pub method: String,
+    /// The absolute URL as the runtime gave it.
+    pub url: String,
     /// `http` or `https`.
     pub scheme: String,
     /// Host and port as the client wrote them: `api.example.com`, `127.0.0.1:8787`.
@@ -181,6 +183,7 @@ impl Head {
             .collect();
         Ok(Head {
             method: method.to_string(),
+            url: url.to_string(),
             scheme: parts.scheme.to_ascii_lowercase(),
             authority: parts.authority.to_string(),
             host: normal_host(parts.host),

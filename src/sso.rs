@@ -372,9 +372,7 @@ impl Callback {
 
 /// A query parameter's first value.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    crate::query::first_value(query, name)
 }
 
 /// Why a login did not complete: the callback's refusals, each with a stable reason for the log
@@ -653,32 +651,34 @@ impl crate::gateway::Gateway {
     /// The SSO and signed-identity paths, answered before route matching: `{login_path}`,
     /// `{callback_path}` (GET), `{logout_path}` (GET, POST), and `/.well-known/jwks.json` (GET,
     /// HEAD) when `identity` is configured. `None`: not one of them.
-    pub fn sso_request(&self, req: &crate::gateway::Incoming<'_>) -> Option<SsoRequest> {
+    pub fn sso_request(&self, head: &crate::request::Head) -> Option<SsoRequest> {
         if self.config.sso.is_empty() && self.config.minting.is_none() {
             return None;
         }
         // Too large or a refused method: route matching refuses it as for any other path.
-        self.check_request_size_and_method(&self.read(req).ok()?)
-            .ok()?;
-        let url = crate::gateway::split_url(req.url)?;
-        let path = crate::path::normalize(url.path).ok()?;
-        let get = req.method == "GET";
-        if path == JWKS_PATH && self.config.minting.is_some() && (get || req.method == "HEAD") {
+        self.check_request_size_and_method(head).ok()?;
+        // The one normalized path, letter case ignored: no spelling of these paths reaches an
+        // origin.
+        let path = head.path.as_deref().ok()?;
+        let is = |p: &str| path.eq_ignore_ascii_case(p);
+        let query = head.query.as_deref();
+        let get = head.method == "GET";
+        if is(JWKS_PATH) && self.config.minting.is_some() && (get || head.method == "HEAD") {
             return Some(SsoRequest::Jwks);
         }
         let found = self.config.sso.iter().enumerate().find_map(|(i, s)| {
-            if get && path == s.login_path {
-                let next = query_param(url.query, "next").unwrap_or_else(|| "/".to_string());
+            if get && is(&s.login_path) {
+                let next = query_param(query, "next").unwrap_or_else(|| "/".to_string());
                 let next = safe_next(&next)
                     .map(str::to_string)
                     .ok_or(LoginError::BadNext);
                 Some(SsoRequest::Login { sso: i, next })
-            } else if get && path == s.callback_path {
+            } else if get && is(&s.callback_path) {
                 Some(SsoRequest::Callback {
                     sso: i,
-                    callback: Callback::parse(url.query),
+                    callback: Callback::parse(query),
                 })
-            } else if (get || req.method == "POST") && path == s.logout_path {
+            } else if (get || head.method == "POST") && is(&s.logout_path) {
                 Some(SsoRequest::Logout { sso: i })
             } else {
                 None
@@ -691,7 +691,7 @@ impl crate::gateway::Gateway {
             | SsoRequest::Logout { sso } => *sso,
             SsoRequest::HostNotServed { .. } | SsoRequest::Jwks => return Some(found),
         };
-        match self.config.sso[sso].return_address(req.url) {
+        match self.config.sso[sso].return_address(&head.url) {
             Ok(_) => Some(found),
             Err(refused) => Some(SsoRequest::HostNotServed { sso, refused }),
         }

@@ -546,10 +546,44 @@ fn incoming<'a>(method: &'a str, url: &'a str, headers: &'a [(String, String)]) 
 }
 
 #[test]
+fn every_spelling_of_the_sso_and_jwks_paths_is_the_gateways() {
+    let g = gateway();
+    let none: Vec<(String, String)> = Vec::new();
+    let at =
+        |method: &str, url: &str| g.sso_request(&g.read(&incoming(method, url, &none)).unwrap());
+    let login = Some(SsoRequest::Login {
+        sso: 0,
+        next: Ok("/".into()),
+    });
+    for path in [
+        "/_sso/login",
+        "//_sso/login",
+        "/%5Fsso/login",
+        "/%5fsso/%6Cogin",
+        "/_SSO/Login",
+        "/x/../_sso/./login",
+        "/_sso//login",
+    ] {
+        let url = format!("https://a.example.com{path}");
+        assert_eq!(at("GET", &url), login, "{path}");
+    }
+    for path in [
+        "/.well-known/jwks.json",
+        "//.well-known//jwks.json",
+        "/.WELL-KNOWN/JWKS.JSON",
+        "/%2Ewell-known/jwks%2Ejson",
+    ] {
+        let url = format!("https://a.example.com{path}");
+        assert_eq!(at("GET", &url), Some(SsoRequest::Jwks), "{path}");
+    }
+    assert_eq!(at("GET", "https://a.example.com/_sso/loginx"), None);
+}
+
+#[test]
 fn the_gateway_answers_its_sso_paths_before_routes() {
     let g = gateway();
     let none: Vec<(String, String)> = Vec::new();
-    let at = |method, url| g.sso_request(&incoming(method, url, &none));
+    let at = |method, url| g.sso_request(&g.read(&incoming(method, url, &none)).unwrap());
     assert_eq!(
         at(
             "GET",
@@ -1141,7 +1175,7 @@ fn the_host_a_route_is_served_on_is_the_host_a_login_may_return_to() {
 fn the_sso_paths_on_a_host_the_entry_does_not_serve_are_refused() {
     let g = hosted();
     let none: Vec<(String, String)> = Vec::new();
-    let at = |method, url| g.sso_request(&incoming(method, url, &none));
+    let at = |method, url| g.sso_request(&g.read(&incoming(method, url, &none)).unwrap());
     assert!(matches!(
         at("GET", "https://app.example.com/_sso/login?next=/app/x"),
         Some(SsoRequest::Login {
@@ -1178,7 +1212,10 @@ fn the_sso_paths_on_a_host_the_entry_does_not_serve_are_refused() {
     let g = gateway();
     let sso = &g.config.sso[0];
     assert!(matches!(
-        g.sso_request(&incoming("GET", "https://evil.example/_sso/login", &none)),
+        g.sso_request(
+            &g.read(&incoming("GET", "https://evil.example/_sso/login", &none))
+                .unwrap()
+        ),
         Some(SsoRequest::Login { sso: 0, .. })
     ));
     for url in [

@@ -751,7 +751,7 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
             }
         }
     }
-    if let Some(sso_request) = gateway.sso_request(&incoming) {
+    if let Some(sso_request) = gateway.sso_request(&head) {
         let answer = isolate
             .sso
             .answer(
