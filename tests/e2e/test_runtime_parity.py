@@ -29,6 +29,7 @@ from conftest import by_runtime, send, under_each_runtime
 from origin import LocalServer, Origin, Received
 
 SECRET = "an-hmac-secret-for-tests-that-is-long-enough-0123456789"
+ADMIN = "admin-token-for-parity-tests-0123456789"
 
 # Request headers that belong to one connection (README, step 7 of "The life of a request").
 HOP_BY_HOP = [("keep-alive", "timeout=9"), ("te", "trailers"), ("trailer", "x-t"), ("upgrade", "x-proto/1"),
@@ -81,6 +82,7 @@ def hop():
 
 def config(origin, hop) -> dict:
     return {
+        "admin": {"path": "/_portcullis", "token_env": "ADMIN_TOKEN"},
         "origins": {"o": {"servers": [{"url": origin.url}], "timeout_ms": 5000},
                     "hop": {"servers": [{"url": hop.url}], "timeout_ms": 5000}},
         # No route uses it: a policy's forward_claims headers are dropped from every route.
@@ -90,11 +92,14 @@ def config(origin, hop) -> dict:
             {"name": "echo", "path": "/echo/{*rest}", "origin": "o"},
             {"name": "stripped", "path": "/o/{*rest}", "origin": "o", "rewrite": {"strip_prefix": "/o"}},
             {"name": "hop", "path": "/hop", "origin": "hop"},
+            {"name": "office", "path": "/office", "origin": "o", "allow_ips": ["203.0.113.0/24"]},
+            # A catch-all: any spelling of a gateway path that escaped would be forwarded here.
+            {"name": "all", "path": "/{*rest}", "origin": "o"},
         ],
     }
 
 
-gw = under_each_runtime(config, text_bindings={"JWT_SECRET": SECRET})
+gw = under_each_runtime(config, text_bindings={"JWT_SECRET": SECRET, "ADMIN_TOKEN": ADMIN})
 
 
 def forwarded(gw, origin: Origin, headers: list[tuple[str, str]], path: str = "/echo/x") -> Received:
@@ -228,3 +233,43 @@ def test_each_request_has_one_json_log_line_on_the_workers_console(gw):
     assert "secret" not in line
     assert [x for x in gw.log_lines() if rid in x] == [line], "exactly one line per request"
     assert not any(x.lstrip().startswith("[wrangler:") for x in gw.log_lines()), "only the Worker's lines"
+
+
+# ------------------------------------------------------------------- spellings (both runtimes)
+
+
+UNDERSCORE_SPOOFS = [("x_user_id", "mallory"), ("X_Forwarded_For", "6.6.6.6"), ("x_real_ip", "6.6.6.6"),
+                     ("x_request_id", "spoofed"), ("X_Forwarded_Host", "evil.example"), ("x_custom", "1")]
+
+
+def test_no_header_name_with_an_underscore_reaches_the_origin(gw, origin):
+    got = forwarded(gw, origin, UNDERSCORE_SPOOFS + [("x-plain", "1")])
+    names = [n for n, _ in got.headers]
+    assert not any("_" in n for n in names), (gw.runtime, names)
+    text = json.dumps(got.headers)
+    assert "mallory" not in text and "6.6.6.6" not in text and "evil.example" not in text, (gw.runtime, text)
+    assert got.header("x-plain") == "1"
+
+
+@pytest.mark.parametrize("path", ["//_portcullis/cache", "/%5Fportcullis/cache", "/_PORTCULLIS/cache",
+                                  "/x/../_portcullis/cache", "/_portcullis//cache"])
+def test_no_spelling_of_the_admin_path_reaches_the_origin(gw, origin, path):
+    before = origin.count()
+    r = send(gw.base_url, "GET", path, [("authorization", f"Bearer {ADMIN}")])
+    assert r.status == 404 and r.json()["error"] == "no_route", (gw.runtime, path, r.status, r.body)
+    assert origin.count() == before, (gw.runtime, path)
+
+
+def test_the_admin_credential_is_not_forwarded_on_another_path(gw, origin):
+    before = origin.count()
+    r = send(gw.base_url, "GET", "/anything", [("authorization", f"Bearer {ADMIN}")])
+    assert r.status == 404 and r.json()["error"] == "no_route", (gw.runtime, r.status)
+    assert origin.count() == before
+
+
+@pytest.mark.parametrize("ip,status", [("::ffff:203.0.113.9", 200), ("2002:cb00:7109::1", 200),
+                                       ("::ffff:198.51.100.1", 403)])
+def test_ip_rules_read_embedded_ipv4_addresses(gw, ip, status):
+    # Under wrangler dev the client's own CF-Connecting-IP reaches the Worker as sent.
+    r = send(gw.base_url, "GET", "/office", [("cf-connecting-ip", ip)])
+    assert r.status == status, (gw.runtime, ip, r.status, r.body)
