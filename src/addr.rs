@@ -9,6 +9,9 @@
 //!   Teredo addresses, which carry two obfuscated IPv4 addresses, are not read as IPv4.
 //! - [`parse_ip`] reads an IP literal as a URL host or a header gives it: brackets around IPv6
 //!   allowed, any letter case, any IPv6 compression; IPv4 only in dotted decimal.
+//! - [`parse_url_ipv4`] reads an IPv4 host the way a browser's URL parser does: one to four
+//!   parts, each decimal, octal (leading `0`) or hexadecimal (`0x`), so `0x7f.1`, `0177.0.0.1`
+//!   and `2130706433` are all 127.0.0.1.
 //! - [`same_address`] says whether two addresses name the same host: equal, or one is an IPv6
 //!   form that embeds the other IPv4 address.
 
@@ -44,6 +47,55 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(text);
     inner.parse().ok()
+}
+
+/// An IPv4 host as the WHATWG URL parser reads it (see the module docs); `None` when `text` is
+/// not one (a name, or numbers out of range).
+pub fn parse_url_ipv4(text: &str) -> Option<Ipv4Addr> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    if text.is_empty() {
+        return None;
+    }
+    let mut parts = [0u64; 4];
+    let mut count = 0;
+    for part in text.split('.') {
+        if count == 4 {
+            return None;
+        }
+        parts[count] = url_ipv4_number(part)?;
+        count += 1;
+    }
+    let (last, init) = (parts[count - 1], &parts[..count - 1]);
+    if init.iter().any(|&n| n > 255) || last >= 1u64 << (8 * (5 - count)) {
+        return None;
+    }
+    let high = init
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, &n)| acc + (n << (8 * (3 - i))));
+    u32::try_from(high + last).ok().map(Ipv4Addr::from)
+}
+
+/// One part of a URL's IPv4 host: decimal, `0`-prefixed octal or `0x`-prefixed hexadecimal
+/// (`0x` alone is 0). Values past 2^32 are refused rather than wrapped.
+fn url_ipv4_number(part: &str) -> Option<u64> {
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
+    if digits.is_empty() {
+        return (radix == 16).then_some(0);
+    }
+    if digits.len() > 32 || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix)
+        .ok()
+        .filter(|&n| n <= u64::from(u32::MAX))
 }
 
 /// The address as the gateway keys and logs it: an IPv4-mapped IPv6 address is its IPv4
@@ -98,6 +150,42 @@ mod tests {
         for (text, expected) in cases {
             let v6: Ipv6Addr = text.parse().unwrap();
             assert_eq!(embedded_ipv4(v6), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn parse_url_ipv4_reads_what_a_browser_reads() {
+        let v4 = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+        let cases: &[(&str, Option<Ipv4Addr>)] = &[
+            ("127.0.0.1", v4("127.0.0.1")),
+            ("127.0.0.1.", v4("127.0.0.1")),
+            ("0x7f.1", v4("127.0.0.1")),
+            ("0X7F.0.0.1", v4("127.0.0.1")),
+            ("0177.0.0.1", v4("127.0.0.1")),
+            ("127.000.000.001", v4("127.0.0.1")),
+            ("2130706433", v4("127.0.0.1")),
+            ("0x7f000001", v4("127.0.0.1")),
+            ("017700000001", v4("127.0.0.1")),
+            ("127.1", v4("127.0.0.1")),
+            ("127.0.1", v4("127.0.0.1")),
+            ("10.5", v4("10.0.0.5")),
+            ("0x", v4("0.0.0.0")),
+            ("4294967295", v4("255.255.255.255")),
+            ("4294967296", None),
+            ("256.0.0.1", None),
+            ("127.0.0.1.1", None),
+            ("1.2.3.4.", v4("1.2.3.4")),
+            ("08.0.0.1", None), // 8 is not an octal digit
+            ("0x7g.1", None),
+            ("", None),
+            (".", None),
+            ("1..2", None),
+            ("localhost", None),
+            ("example.com", None),
+            ("99999999999999999999999999", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_url_ipv4(text), *expected, "{text}");
         }
     }
 

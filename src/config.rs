@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -241,8 +242,14 @@ pub struct Server {
     pub backup: bool,
     /// `scheme://authority` followed by the base path without a trailing slash (possibly empty).
     pub base: String,
-    /// The host name, lower case, without port: what a `Location` pointing at this server has.
+    /// The host, lower case, without port and without a trailing dot (an IPv6 address in
+    /// brackets): what a `Location` pointing at this server has.
     pub host: String,
+    /// The host's IP address when the host is an IP literal (in any spelling the URL parser
+    /// reads: `0x7f.1` is 127.0.0.1), compared as an address rather than as text.
+    pub ip: Option<IpAddr>,
+    /// The port: the URL's, or its scheme's default (80, 443).
+    pub port: u16,
     /// The base path (`/internal/v1`), empty when the server URL has none.
     pub base_path: String,
 }
@@ -897,11 +904,18 @@ fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<
         None => host.to_string(),
     };
     let base_path = url.path().trim_end_matches('/').to_string();
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        _ => None,
+    };
     Some(Server {
         weight: 1,
         backup: false,
         base: format!("{}://{authority}{base_path}", url.scheme()),
-        host: host.to_ascii_lowercase(),
+        host: host.trim_end_matches('.').to_ascii_lowercase(),
+        ip,
+        port: url.port_or_known_default().unwrap_or(80),
         base_path,
     })
 }

@@ -1,10 +1,15 @@
-//! Header plans: what the origin receives and what the client receives (SPEC.md steps 7 and 9).
+//! Header plans: what the origin receives and what the client receives (the README's "The life
+//! of a request", steps 7 and 9).
 //!
 //! Both plans take the header list as it arrived and return the complete list to send, so the
 //! adapter crosses into the runtime once per direction, whatever the number of headers.
 
 use crate::config::{HeaderRules, Rewrite, Server};
 use crate::template::Var;
+
+mod hiding;
+pub use hiding::Hidden;
+use hiding::Hiding;
 
 /// Headers that belong to one connection, never forwarded in either direction. Any `proxy-*`
 /// header counts too.
@@ -204,7 +209,7 @@ pub struct Forwarding<'a> {
     pub forward_claims: &'a [(String, String)],
 }
 
-/// The headers the origin receives. Contract (SPEC.md step 7), in this order:
+/// The headers the origin receives. Contract (the README's step 7), in this order:
 /// hop-by-hop headers, headers named in `Connection`, `host`, and client copies of the headers the
 /// gateway owns are dropped; `x-request-id`, `x-forwarded-for` (only the client address, never
 /// appended to), `x-forwarded-proto` and `x-forwarded-host` are set; then the route's
@@ -248,7 +253,7 @@ pub fn request_plan<'a>(
     out
 }
 
-/// Where a response's `Location` should point instead of an origin server.
+/// Where a response's URLs should point instead of an origin server.
 #[derive(Debug, Clone, Copy)]
 pub struct PublicSide<'a> {
     /// `https://api.example.com`: the scheme and authority the client used.
@@ -257,54 +262,32 @@ pub struct PublicSide<'a> {
     pub rewrite: &'a Rewrite,
 }
 
-/// Rewrites a `Location` or `Content-Location` value that points at any configured origin server
-/// to the public host; returns `None` when the value does not point at one (relative URLs, other
-/// hosts). The server's base path is removed and a stripped prefix restored, as nginx's
-/// `proxy_redirect default` does.
+/// What the address hiding does with one `Location` or `Content-Location` value (the same as
+/// [`response_plan`] does with it). The value is resolved as a browser resolves it, against
+/// `public.origin`; one that names a configured server (by host: a name without letter case or
+/// trailing dot, an IP address in any spelling) and is not the public authority itself is
+/// rewritten to the public origin. The server taken is the one whose host and port match, with
+/// the longest base path the URL is under (failing a port match, the best host match); its base
+/// path is removed and a `strip_prefix` put back, as nginx's `proxy_redirect default` does; the
+/// query and fragment are kept. A value that still names a server after that (in its query, in
+/// a scheme other than http(s)), or that cannot be parsed, is dropped.
 pub fn rewrite_location<'s>(
     value: &str,
-    servers: impl IntoIterator<Item = &'s Server>,
+    servers: impl IntoIterator<Item = &'s Server> + Clone,
     public: &PublicSide<'_>,
-) -> Option<String> {
-    let url = url::Url::parse(value).ok()?;
-    let host = url.host_str()?.to_ascii_lowercase();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let server = servers
-        .into_iter()
-        .find(|s| s.host.trim_start_matches('[').trim_end_matches(']') == host)?;
-    let mut path = url.path();
-    if !server.base_path.is_empty() {
-        if let Some(rest) = path.strip_prefix(server.base_path.as_str()) {
-            if rest.is_empty() || rest.starts_with('/') {
-                path = if rest.is_empty() { "/" } else { rest };
-            }
-        }
-    }
-    let mut out = String::from(public.origin);
-    if let Rewrite::StripPrefix(prefix) = public.rewrite {
-        out.push_str(prefix);
-        if path != "/" {
-            out.push_str(path);
-        }
-    } else {
-        out.push_str(path);
-    }
-    if let Some(q) = url.query() {
-        out.push('?');
-        out.push_str(q);
-    }
-    if let Some(f) = url.fragment() {
-        out.push('#');
-        out.push_str(f);
-    }
-    Some(out)
+) -> Hidden {
+    Hiding::new(servers, public).header("location", value)
 }
 
-/// The headers the client receives. Contract (SPEC.md step 9), in this order: hop-by-hop
+/// The headers the client receives. Contract (the README's step 9), in this order: hop-by-hop
 /// headers, headers named in `Connection`, `server`, `x-powered-by` and `via` are dropped;
-/// `location` and `content-location` pointing at an origin server are rewritten to the public
-/// host; the route's `response_headers` apply; `x-request-id` is set last, so it is always the
-/// gateway's.
+/// origin addresses are hidden: `location`, `content-location`, the URL of `refresh` and every
+/// target of `link` that names an origin server are rewritten to the public origin (see
+/// [`rewrite_location`]), and any header whose value still names a server's address (its host,
+/// `host:port`, `[v6]:port`, an IPv6 form embedding its IPv4 address, also percent-encoded) is
+/// dropped, unless the occurrence is exactly the public authority; then the route's
+/// `response_headers` apply (an operator's values are sent as written); `x-request-id` is set
+/// last, so it is always the gateway's.
 pub fn response_plan<'a, 's>(
     from_origin: &[(String, String)],
     servers: impl IntoIterator<Item = &'s Server> + Clone,
@@ -314,6 +297,7 @@ pub fn response_plan<'a, 's>(
     lookup: impl Fn(&Var) -> Option<&'a str>,
 ) -> HeaderList {
     let named = connection_tokens(from_origin);
+    let hiding = Hiding::new(servers, public);
     let mut out: HeaderList = Vec::with_capacity(from_origin.len() + 1);
     for (name, value) in from_origin {
         if is_hop_by_hop(name)
@@ -323,12 +307,11 @@ pub fn response_plan<'a, 's>(
         {
             continue;
         }
-        let value = if name == "location" || name == "content-location" {
-            rewrite_location(value, servers.clone(), public).unwrap_or_else(|| value.clone())
-        } else {
-            value.clone()
-        };
-        out.push((name.clone(), value));
+        match hiding.header(name, value) {
+            Hidden::Keep => out.push((name.clone(), value.clone())),
+            Hidden::Rewrite(v) => out.push((name.clone(), v)),
+            Hidden::Drop => {}
+        }
     }
     apply_rules(&mut out, rules, &lookup);
     out.retain(|(n, _)| n != "x-request-id");

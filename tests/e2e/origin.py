@@ -12,7 +12,14 @@ headers, body digest) so that tests can assert what the gateway forwarded:
 - /reveal: `server`, `x-powered-by`, `via`, and a header named in `connection`;
 - /status/CODE: answers CODE with a JSON body;
 - /html/...: an HTML page saying who the gateway says the user is (x-user-id, x-user-email, and
-  whether an x-portcullis-identity token came), for the browser login test.
+  whether an x-portcullis-identity token came), for the browser login test;
+- .../headers (any path ending so, whatever the server's base path): answers with exactly the
+  headers the query names, `h=NAME:VALUE` (repeatable, in order), and `status=CODE` (default
+  200), so that a test can make an origin answer with any header form naming any address;
+  what it answered is recorded in `answered` (lists of (name, value)).
+
+Every Origin that was ever started is in `ORIGIN_ADDRESSES` (host, port), for the end-to-end
+address scan (conftest.py): no response header a client receives may name one.
 
 Whatever the path, a test can set `origin.mode`: "hang" (no answer for `hang_s` seconds, bounded),
 or "503" (503 with a JSON body naming the server). `stop()` closes the listening socket and every
@@ -155,6 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
                     f"<p id=\"identity\">identity token: {'present, ' + str(len(token)) + ' bytes' if token else 'none'}</p>"
                     f"<p>path: <code>{html.escape(self.path)}</code></p></body></html>")
             return self._send(200, page.encode(), [("content-type", "text/html; charset=utf-8")])
+        if path.endswith("/headers"):
+            from urllib.parse import parse_qs
+            params = parse_qs(query, keep_blank_values=True)
+            answer = [tuple(item.split(":", 1)) for item in params.get("h", []) if ":" in item]
+            origin.answered.append(answer)
+            del origin.answered[:-1000]
+            status = int(params.get("status", ["200"])[0])
+            return self._send(status, b"headers", answer)
         if path.startswith("/status/"):
             code = int(path.split("/")[2])
             return self._send(code, json.dumps({"status": code}).encode(), [("content-type", "application/json")])
@@ -244,10 +259,19 @@ class LocalServer:
         self.stop()
 
 
+ORIGIN_ADDRESSES: set[tuple[str, int]] = set()
+"""(host, port) of every Origin started in this process: the addresses the scan looks for."""
+
+
 class Origin(LocalServer):
     """One origin server on 127.0.0.1; `with Origin("a") as o:` or start()/stop()."""
 
     handler = _Handler
+
+    def start(self):
+        super().start()
+        ORIGIN_ADDRESSES.add(("127.0.0.1", self.port))
+        return self
 
     def __init__(self, name: str):
         super().__init__()
@@ -256,6 +280,7 @@ class Origin(LocalServer):
         self.mode = "ok"
         self.hang_s = 10.0
         self.hits: dict[str, int] = {}
+        self.answered: list[list[tuple[str, str]]] = []
 
     def count(self, since: int = 0) -> int:
         """Requests received from index `since` on."""
