@@ -1,4 +1,4 @@
-//! The edge cache's decisions (SPEC.md, steps 6 and 10): the key, whether to look up, whether to
+//! The edge cache's decisions (README, steps 6 and 10, and "The edge cache"): the key, whether to look up, whether to
 //! store and for how long, and how fresh a stored entry is. The adapter does the Cache API calls.
 //!
 //! Contracts:

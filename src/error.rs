@@ -1,4 +1,4 @@
-//! The one place where what went wrong becomes an HTTP response (SPEC.md, "Errors").
+//! The one place where what went wrong becomes an HTTP response (README, "Errors").
 //!
 //! Contract: every error the gateway makes is `{"error", "message", "request_id"}` JSON with a
 //! stable code and a public message. Details (origin addresses, runtime error strings) go to the

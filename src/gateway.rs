@@ -1,4 +1,4 @@
-//! The life of a request, as decisions (SPEC.md, "The life of a request"). The adapter carries
+//! The life of a request, as decisions (README, "The life of a request"). The adapter carries
 //! them out.
 //!
 //! [`Gateway::plan`] turns a request head into either an error to answer with or a

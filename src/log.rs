@@ -1,4 +1,4 @@
-//! The one structured log line per request (SPEC.md step 11).
+//! The one structured log line per request (README, step 11 of "The life of a request").
 //!
 //! Contract: the line holds the request id, method, normalized path (never the query, which may
 //! carry tokens), route, status, error code, every origin attempt and the total duration; it

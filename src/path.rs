@@ -1,5 +1,5 @@
 //! Path normalization: the one form of a request path that the gateway matches, authorizes, keys
-//! and forwards (SPEC.md, "The life of a request", step 2).
+//! and forwards (README, "The life of a request", step 2).
 //!
 //! The contract of [`normalize`]:
 //! - percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, every other

@@ -1,4 +1,4 @@
-//! Edge policy, decided before anything reaches an origin (SPEC.md, step 4): IP rules, request
+//! Edge policy, decided before anything reaches an origin (README, step 4, "Edge policy"): IP rules, request
 //! limits, CORS, rate-limit keys and security headers.
 //!
 //! Contracts:

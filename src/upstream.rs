@@ -1,4 +1,4 @@
-//! Choosing origin servers and deciding retries (SPEC.md, `origins`; the life of a request, step 8).
+//! Choosing origin servers and deciding retries (README, `origins.NAME` and "Origins that fail").
 //!
 //! Like Pingora's load balancer, [`PoolState::candidates`] returns an ordered list of servers to
 //! try, best first, and the caller walks it; like tower's retry `Policy`, [`RetryPolicy`] only

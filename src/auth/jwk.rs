@@ -4,7 +4,7 @@
 //! Contract: a [`KeySet`] holds only public keys of the kinds the gateway verifies with: RSA of
 //! at least 2048 bits, EC P-256, OKP Ed25519. Symmetric (`oct`) and private keys are never keys
 //! here: an HMAC secret comes only from `hmac_secret_env`, so a public key can never become an
-//! HMAC secret. [`KeySet::candidates`] applies the key-choice rules of SPEC.md.
+//! HMAC secret. [`KeySet::candidates`] applies the key-choice rules of the README (step 5).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

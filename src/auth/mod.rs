@@ -1,4 +1,4 @@
-//! Step 5 of a request: who is calling (SPEC.md, `auth` and "Security invariants").
+//! Step 5 of a request: who is calling (README, step 5 of "The life of a request").
 //!
 //! Contract: the core decides, the adapter verifies. For a route with a policy,
 //! [`Policy::prepare`] finds the token, parses it and checks everything that needs no key (shape,

@@ -16,25 +16,20 @@ const NOW: i64 = 1_800_000_000;
 // ----------------------------------------------------------------------------------------------
 // Helpers
 
-/// The shared vectors: `../shared/vectors` from the repository root. Missing vectors fail the
-/// test loudly; they are never skipped.
+/// The Wycheproof vectors in `tests/vectors/wycheproof`. Missing vectors fail the test loudly;
+/// they are never skipped.
 fn vectors(name: &str) -> Value {
     let path: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "shared",
+        "tests",
         "vectors",
         "wycheproof",
         name,
     ]
     .iter()
     .collect();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the Wycheproof vectors must be at {} (the shared/ folder beside the repository): {e}",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the Wycheproof vectors must be at {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 

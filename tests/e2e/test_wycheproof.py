@@ -17,7 +17,7 @@ from conftest import send
 from workerd import Workerd
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT.parent / "shared" / "vectors" / "wycheproof" / "json_web_signature_test.json"
+VECTORS = ROOT / "tests" / "vectors" / "wycheproof" / "json_web_signature_test.json"
 
 # Reasons given before or by the signature layer: anything else means the signature verified.
 PRE_SIGNATURE = {"missing_token", "malformed", "too_large", "alg_not_allowed", "forbidden_header",
