@@ -17,9 +17,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import address_leaks, send
+from conftest import address_leaks, send, under_each_runtime
 from origin import ORIGIN_ADDRESSES, Origin, free_port
-from workerd import Workerd
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +32,9 @@ def servers():
         o.stop()
 
 
-@pytest.fixture(scope="module")
-def gw(servers):
+def config(servers) -> dict:
     a, b, c, v6 = servers["a"], servers["b"], servers["c"], servers["v6"]
-    config = {
+    return {
         "origins": {
             "shared": {"servers": [{"url": a.url + "/a-base"}, {"url": b.url + "/b-base/"},
                                    {"url": f"http://[::1]:{v6}/v6", "backup": True}],
@@ -48,8 +46,10 @@ def gw(servers):
             {"name": "other", "path": "/other/{*rest}", "origin": "other"},
         ],
     }
-    with Workerd(json.dumps(config)) as wd:
-        yield wd
+
+
+# Every case runs under a bare `workerd serve` and under `wrangler dev` (conftest.py).
+gw = under_each_runtime(config)
 
 
 def answer(gw, route: str, name: str, value: str, status: int = 200):
