@@ -113,6 +113,38 @@ pub enum CacheStep {
     Bypass { reason: &'static str },
 }
 
+/// What the cache does with an origin's response. See [`Gateway::cache_outcome`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOutcome {
+    /// `x-cache-status`: `MISS` or `BYPASS`.
+    pub label: &'static str,
+    /// Why not cached, for the log.
+    pub reason: Option<&'static str>,
+    /// Store under this key, with these headers (the body is the response's).
+    pub store: Option<(String, HeaderList)>,
+}
+
+impl CacheOutcome {
+    fn bypass(reason: &'static str) -> Self {
+        CacheOutcome {
+            label: "BYPASS",
+            reason: Some(reason),
+            store: None,
+        }
+    }
+}
+
+/// How a stored entry serves a request. See [`Gateway::stored_use`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUse {
+    /// `HIT` or `STALE`.
+    pub label: &'static str,
+    /// Refresh the entry in the background (one refresh per key at a time).
+    pub refresh: bool,
+    /// The headers the client gets.
+    pub headers: HeaderList,
+}
+
 /// A request to the admin path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminRequest {
@@ -598,6 +630,67 @@ impl Gateway {
             }
             _ => cache::Store::No("not a cacheable request"),
         }
+    }
+
+    /// What the cache does with the origin's response to `plan` (its status and the client's
+    /// headers): `None` on a route without `cache`. The label is the `x-cache-status` the
+    /// client gets; `store` the seconds of freshness to store it for, with the stored headers.
+    pub fn cache_outcome(
+        &self,
+        plan: &ForwardPlan,
+        status: u16,
+        headers: &[(String, String)],
+        now_ms: u64,
+    ) -> Option<CacheOutcome> {
+        let step = plan.cache.as_ref()?;
+        let rule = self.config.routes[plan.route].cache.as_ref()?;
+        Some(match (step, self.store_decision(plan, status, headers)) {
+            (CacheStep::Lookup { key }, cache::Store::For(ttl_s)) => CacheOutcome {
+                label: "MISS",
+                reason: None,
+                store: Some((
+                    key.clone(),
+                    cache::stored_headers(headers, ttl_s, rule.stale_while_revalidate_s, now_ms),
+                )),
+            },
+            // A HEAD found nothing: it is a miss, and stores nothing (it has no body).
+            (CacheStep::Lookup { .. }, _) if plan.method == "HEAD" => CacheOutcome {
+                label: "MISS",
+                reason: None,
+                store: None,
+            },
+            (CacheStep::Lookup { .. }, cache::Store::No(reason)) => CacheOutcome::bypass(reason),
+            (CacheStep::Bypass { reason }, _) => CacheOutcome::bypass(reason),
+        })
+    }
+
+    /// How a stored entry (its headers) serves `plan` at `now_ms`: HIT while fresh, STALE
+    /// (and refresh it in the background) within the stale window; `None` when it is expired
+    /// or not one of the gateway's entries (look it up as a miss).
+    pub fn stored_use(
+        &self,
+        plan: &ForwardPlan,
+        stored: &[(String, String)],
+        now_ms: u64,
+    ) -> Option<StoredUse> {
+        let (stored_at, ttl_s) = cache::stored_meta(stored)?;
+        let rule = self.config.routes[plan.route].cache.as_ref()?;
+        let (label, refresh) =
+            match cache::freshness(stored_at, ttl_s, rule.stale_while_revalidate_s, now_ms) {
+                cache::Freshness::Fresh => ("HIT", false),
+                cache::Freshness::Stale => ("STALE", true),
+                cache::Freshness::Expired => return None,
+            };
+        Some(StoredUse {
+            label,
+            refresh,
+            headers: self.cached_response_headers(
+                plan,
+                stored,
+                label,
+                cache::age_s(stored_at, now_ms),
+            ),
+        })
     }
 
     /// The headers a client gets for a stored entry: see [`cache::served_headers`]; CORS is

@@ -15,6 +15,8 @@
 
 use std::net::IpAddr;
 
+use crate::error::GatewayError;
+
 /// An IPv4 or IPv6 network, kept as an IPv6 one (IPv4 as `::ffff:a.b.c.d/96+n`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -335,6 +337,46 @@ impl RateLimit {
             RateKey::Claim(name) => claim(name)?.to_string(),
         };
         Some(format!("{route}\u{1f}{value}"))
+    }
+}
+
+/// What the rate-limit binding answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limited {
+    Allowed,
+    Refused,
+    /// The binding threw (the runtime's message).
+    Failed(String),
+    /// No binding of that name is bound.
+    Unbound,
+}
+
+impl RateLimit {
+    /// The gateway's answer to the binding's: `Ok` to go on (with a note for the log when the
+    /// binding failed: the request is let through rather than refusing everyone), or the error
+    /// for the client (429 with `Retry-After`; 500 `config_invalid` when the binding is not
+    /// bound) and the detail for the log.
+    pub fn verdict(
+        &self,
+        limited: Limited,
+    ) -> Result<Option<String>, (GatewayError, Option<String>)> {
+        match limited {
+            Limited::Allowed => Ok(None),
+            Limited::Refused => Err((
+                GatewayError::RateLimited {
+                    retry_after_s: self.period_s,
+                },
+                None,
+            )),
+            Limited::Failed(e) => Ok(Some(format!("rate limit {}: {e}", self.binding))),
+            Limited::Unbound => Err((
+                GatewayError::ConfigInvalid,
+                Some(format!(
+                    "rate-limit binding {} is not bound: add it to [[ratelimits]] in wrangler.toml",
+                    self.binding
+                )),
+            )),
+        }
     }
 }
 

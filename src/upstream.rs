@@ -15,6 +15,8 @@
 
 use crate::config::{Balance, EjectPolicy, Origin, RetryPolicy};
 
+pub mod attempts;
+
 /// The Workers platform's limit on subrequests per request (free plan), which caps the attempts
 /// of one request together with cache and key fetches.
 pub const SUBREQUEST_LIMIT: u32 = 50;

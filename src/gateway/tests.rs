@@ -443,3 +443,114 @@ fn the_cache_key_reads_the_query_the_origin_reads() {
         }
     );
 }
+
+/// The cache's step sequences for one cached route: MISS and store, BYPASS with its reason,
+/// HIT while fresh, STALE and refresh within the window, a miss once expired.
+#[test]
+fn cache_labels_and_stored_entries() {
+    let text = serde_json::json!({
+        "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },
+        "routes": [{ "name": "c", "path": "/c", "origin": "o",
+                     "cache": { "ttl_s": 60, "stale_while_revalidate_s": 30 } }]
+    });
+    let g = Gateway::new(Config::from_json(&text.to_string()).unwrap());
+    let planned = |method: &str, headers: &[(&str, &str)]| {
+        let h: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        g.plan(
+            &Incoming {
+                method,
+                url: "https://h/c",
+                headers: &h,
+            },
+            "rid",
+        )
+        .unwrap()
+    };
+    let ok = vec![("content-type".to_string(), "text/plain".to_string())];
+    let now = 1_000_000;
+    // GET, storable: MISS, stored with the gateway's bookkeeping.
+    let get = planned("GET", &[]);
+    let miss = g.cache_outcome(&get, 200, &ok, now).unwrap();
+    assert_eq!((miss.label, miss.reason), ("MISS", None));
+    let (key, stored) = miss.store.unwrap();
+    assert!(key.starts_with("https://h/.portcullis-cache/"));
+    assert_eq!(cache::stored_meta(&stored), Some((now, 60)));
+    // Not storable: BYPASS with the reason; HEAD: MISS, nothing stored.
+    let cookie = vec![("set-cookie".to_string(), "a=1".to_string())];
+    let no = g.cache_outcome(&get, 200, &cookie, now).unwrap();
+    assert_eq!(
+        (no.label, no.reason, no.store),
+        ("BYPASS", Some("set-cookie"), None)
+    );
+    let no = g.cache_outcome(&get, 500, &ok, now).unwrap();
+    assert_eq!(no.reason, Some("status not listed in cache.statuses"));
+    let head = planned("HEAD", &[]);
+    let h = g.cache_outcome(&head, 200, &ok, now).unwrap();
+    assert_eq!((h.label, h.store), ("MISS", None));
+    let post = planned("POST", &[]);
+    assert_eq!(
+        g.cache_outcome(&post, 200, &ok, now).unwrap().reason,
+        Some("method")
+    );
+    let authed = planned("GET", &[("authorization", "Bearer x")]);
+    assert_eq!(
+        g.cache_outcome(&authed, 200, &ok, now).unwrap().reason,
+        Some("credentials on a route keyed without claims")
+    );
+    // The stored entry over time.
+    let at = |t: u64| g.stored_use(&get, &stored, t).map(|u| (u.label, u.refresh));
+    assert_eq!(at(now), Some(("HIT", false)));
+    assert_eq!(at(now + 59_999), Some(("HIT", false)));
+    assert_eq!(at(now + 60_000), Some(("STALE", true)));
+    assert_eq!(at(now + 89_999), Some(("STALE", true)));
+    assert_eq!(at(now + 90_000), None);
+    let served = g.stored_use(&get, &stored, now + 5_000).unwrap().headers;
+    assert!(served.contains(&("age".to_string(), "5".to_string())));
+    assert!(served.contains(&("x-cache-status".to_string(), "HIT".to_string())));
+    assert!(served.contains(&("x-request-id".to_string(), "rid".to_string())));
+    // Something in the cache that is not the gateway's entry: a miss.
+    assert_eq!(g.stored_use(&get, &ok, now), None);
+    // A route without cache: no outcome at all.
+    let plain = serde_json::json!({
+        "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },
+        "routes": [{ "name": "p", "path": "/c", "origin": "o" }]
+    });
+    let g2 = Gateway::new(Config::from_json(&plain.to_string()).unwrap());
+    let p = g2
+        .plan(
+            &Incoming {
+                method: "GET",
+                url: "https://h/c",
+                headers: &[],
+            },
+            "rid",
+        )
+        .unwrap();
+    assert_eq!(g2.cache_outcome(&p, 200, &ok, now), None);
+}
+
+#[test]
+fn rate_limit_verdicts_fail_open_only_when_the_binding_fails() {
+    use crate::policy::{Limited, RateKey, RateLimit};
+    let rule = RateLimit {
+        binding: "RL".into(),
+        key: RateKey::ClientIp,
+        period_s: 10,
+    };
+    assert_eq!(rule.verdict(Limited::Allowed), Ok(None));
+    assert_eq!(
+        rule.verdict(Limited::Refused),
+        Err((GatewayError::RateLimited { retry_after_s: 10 }, None))
+    );
+    assert_eq!(
+        rule.verdict(Limited::Failed("boom".into())),
+        Ok(Some("rate limit RL: boom".into())),
+        "a failing binding lets the request through, with a note"
+    );
+    let (error, detail) = rule.verdict(Limited::Unbound).unwrap_err();
+    assert_eq!(error.code(), "config_invalid");
+    assert!(detail.unwrap().contains("[[ratelimits]]"));
+}

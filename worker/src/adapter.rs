@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use portcullis::auth::AuthError;
-use portcullis::cache::{self, Freshness, Store};
+use portcullis::cache;
 use portcullis::gateway::{
     bearer_matches, content_length, AdminRequest, AuthStep, CacheStep, ForwardPlan, Gateway,
     Incoming, Refusal,
 };
-use portcullis::log::{Attempt, LogLine, Outcome};
+use portcullis::log::{Attempt, LogLine};
+use portcullis::policy::Limited;
 use portcullis::request_id::RequestIds;
-use portcullis::upstream::{Failure, PoolState, SUBREQUEST_LIMIT};
+use portcullis::upstream::attempts::{self, Attempts, BodyPlan, Next, Sent, Verdict};
+use portcullis::upstream::{PoolState, SUBREQUEST_LIMIT};
 use portcullis::{Config, GatewayError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -186,10 +188,13 @@ fn preflight_response(cors_headers: Vec<(String, String)>, request_id: &str) -> 
     own_response(204, &list, None)
 }
 
-/// How one attempt ended.
+/// How one attempt ended, as the runtime saw it.
 enum Attempted {
     Response(Response),
-    Failed(Failure, String),
+    /// The subrequest failed before any response (the runtime's message).
+    Failed(String),
+    /// No response headers within the attempt's timeout (the subrequest was aborted).
+    TimedOut,
 }
 
 /// The request body as the attempts send it.
@@ -233,26 +238,21 @@ async fn attempt(
     }
     let request = match Request::new_with_str_and_init(url, &init) {
         Ok(r) => r,
-        Err(e) => {
-            return Attempted::Failed(Failure::Connect, format!("request: {}", js_message(&e)))
-        }
+        Err(e) => return Attempted::Failed(format!("request: {}", js_message(&e))),
     };
     let fetch = JsFuture::from(global_fetch(&request));
     let timer = Delay::from(Duration::from_millis(u64::from(timeout_ms)));
     match select(fetch, timer).await {
         Either::Left((Ok(value), _)) => match value.dyn_into::<Response>() {
             Ok(response) => Attempted::Response(response),
-            Err(_) => Attempted::Failed(Failure::Connect, "fetch gave no Response".into()),
+            Err(_) => Attempted::Failed("fetch gave no Response".into()),
         },
-        Either::Left((Err(e), _)) => Attempted::Failed(Failure::Connect, js_message(&e)),
+        Either::Left((Err(e), _)) => Attempted::Failed(js_message(&e)),
         Either::Right(((), _)) => {
             if let Some(c) = controller {
                 c.abort();
             }
-            Attempted::Failed(
-                Failure::Timeout,
-                format!("no response headers within {timeout_ms} ms"),
-            )
+            Attempted::TimedOut
         }
     }
 }
@@ -264,9 +264,9 @@ fn js_message(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-/// Forwards with the pool's balancing, timeouts, retries and ejection (the core decides, this
-/// carries it out). Returns the origin's response, or the error for the client with a detail for
-/// the log.
+/// Forwards with the pool's balancing, timeouts, retries and ejection: drives the core's
+/// [`Attempts`] machine, which decides everything; this only sends and reports. Returns the
+/// origin's response, or the error for the client with a detail for the log.
 async fn forward(
     isolate: &Isolate,
     gateway: &Gateway,
@@ -275,186 +275,110 @@ async fn forward(
     attempts_log: &mut Vec<Attempt>,
 ) -> Result<Response, (GatewayError, String)> {
     let origin = &gateway.config.origins[plan.origin];
-    let started = now_ms();
     let random = if origin.balance == portcullis::config::Balance::Random {
         (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64
     } else {
         0
     };
-    let order = isolate.pools.borrow_mut()[plan.origin].candidates(
+    let stream = incoming.body();
+    let request = attempts::Request {
+        method: &plan.method,
+        hash_key: plan.hash_key.as_deref(),
+        has_body: stream.is_some(),
+        content_length: content_length(&plan.headers),
+        max_body_bytes: plan.max_body_bytes,
+        subrequests_left: SUBREQUEST_LIMIT,
+    };
+    let mut machine = Attempts::start(
         origin,
-        plan.hash_key.as_deref(),
-        started,
+        &mut isolate.pools.borrow_mut()[plan.origin],
+        &request,
+        now_ms(),
         random,
     );
-    let policy = &origin.retry;
+    let result = drive(isolate, plan, incoming, stream, &mut machine, origin).await;
+    attempts_log.append(&mut machine.log);
+    result
+}
 
-    // Buffer the body only when a retry could happen and it is small enough to replay.
-    let mut body_limit: Option<JsValue> = None;
-    // The subrequest's AbortController when the body limit may need to cut it (a streamed body
-    // gets exactly one attempt, so one controller serves).
-    let mut body_abort: Option<AbortController> = None;
-    let body = match incoming.body() {
-        None => Body::None,
-        Some(stream)
-            if plan.max_body_bytes.is_some() && content_length(&plan.headers).is_none() =>
-        {
-            // No declared length on a limited route: count while streaming, cut past the limit.
-            let abort = AbortController::new().map_err(|e| {
-                (
-                    GatewayError::OriginUnavailable,
-                    format!("abort: {}", js_message(&e)),
-                )
-            })?;
-            let limited = limit_body(
-                &stream,
-                plan.max_body_bytes.unwrap_or(u64::MAX) as f64,
-                &abort,
-            );
-            body_abort = Some(abort);
+/// The driver loop of [`forward`]: the body as the machine planned it, then each attempt.
+async fn drive(
+    isolate: &Isolate,
+    plan: &ForwardPlan,
+    incoming: &Request,
+    stream: Option<web_sys::ReadableStream>,
+    machine: &mut Attempts,
+    origin: &portcullis::config::Origin,
+) -> Result<Response, (GatewayError, String)> {
+    let js_error = |what: &str, e: &JsValue| {
+        (
+            GatewayError::OriginUnavailable,
+            format!("{what}: {}", js_message(e)),
+        )
+    };
+    // The body limit's counter state and the AbortController that cuts the subrequest past it
+    // (a counted body gets exactly one attempt, so one controller serves).
+    let mut counted: Option<(JsValue, AbortController)> = None;
+    let body = match (machine.body(), stream) {
+        (BodyPlan::None, _) | (_, None) => Body::None,
+        (BodyPlan::Stream, Some(stream)) => Body::Stream(stream),
+        (BodyPlan::Counted(max), Some(stream)) => {
+            let abort = AbortController::new().map_err(|e| js_error("abort", &e))?;
+            let limited = limit_body(&stream, max as f64, &abort);
             let stream = js_sys::Reflect::get(&limited, &JsValue::from_str("stream"))
                 .ok()
                 .and_then(|s| s.dyn_into::<web_sys::ReadableStream>().ok())
                 .unwrap_or(stream);
-            body_limit = js_sys::Reflect::get(&limited, &JsValue::from_str("state")).ok();
+            if let Ok(state) = js_sys::Reflect::get(&limited, &JsValue::from_str("state")) {
+                counted = Some((state, abort));
+            }
             Body::Stream(stream)
         }
-        Some(stream) => {
-            let replayable = policy.may_retry_method(&plan.method)
-                && order.len() > 1
-                && content_length(&plan.headers).is_some_and(|n| n <= policy.replay_body_bytes);
-            if replayable {
-                match incoming.array_buffer().map(JsFuture::from) {
-                    Ok(read) => match read.await {
-                        Ok(buffer) => Body::Replayable(buffer),
-                        Err(e) => {
-                            return Err((
-                                GatewayError::UnreadableBody,
-                                format!("body: {}", js_message(&e)),
-                            ))
-                        }
-                    },
-                    Err(_) => Body::Stream(stream),
-                }
-            } else {
-                Body::Stream(stream)
-            }
-        }
+        (BodyPlan::Replay, Some(stream)) => match incoming.array_buffer().map(JsFuture::from) {
+            Ok(read) => Body::Replayable(read.await.map_err(|e| {
+                (
+                    GatewayError::UnreadableBody,
+                    format!("body: {}", js_message(&e)),
+                )
+            })?),
+            Err(_) => Body::Stream(stream),
+        },
     };
-    let attempts = policy.attempts_for(
-        &plan.method,
-        order.len(),
-        SUBREQUEST_LIMIT,
-        !matches!(body, Body::Stream(_)),
-    );
-    let headers = headers_from(&plan.headers).map_err(|e| {
-        (
-            GatewayError::OriginUnavailable,
-            format!("headers: {}", js_message(&e)),
-        )
-    })?;
-    let deadline = started + u64::from(origin.deadline_ms);
-
-    let mut last = (Failure::Connect, String::from("no server was tried"));
-    for (n, &server_index) in order.iter().take(attempts as usize).enumerate() {
-        let server = &origin.servers[server_index];
-        let now = now_ms();
-        if now >= deadline {
-            last = (
-                Failure::Timeout,
-                format!("deadline of {} ms passed", origin.deadline_ms),
-            );
-            break;
-        }
-        let timeout_ms = u64::from(origin.timeout_ms).min(deadline - now) as u32;
-        let controller = match &body_abort {
-            Some(abort) => Some(abort.clone()),
+    let headers = headers_from(&plan.headers).map_err(|e| js_error("headers", &e))?;
+    loop {
+        let (server, timeout_ms) = match machine.next(origin, now_ms()) {
+            Next::Send { server, timeout_ms } => (server, timeout_ms),
+            Next::GiveUp { error, detail } => return Err((error, detail)),
+        };
+        let controller = match &counted {
+            Some((_, abort)) => Some(abort.clone()),
             None => AbortController::new().ok(),
         };
-        let result = attempt(
-            plan,
-            &plan.url_for(server),
-            &headers,
-            &body,
-            timeout_ms,
-            controller,
-        )
-        .await;
-        let finished = now_ms();
-        // The client's body was over the limit: the cut is the client's doing, not the server's.
-        let over_limit = body_limit.as_ref().is_some_and(|state| {
+        let url = plan.url_for(&origin.servers[server]);
+        let result = attempt(plan, &url, &headers, &body, timeout_ms, controller).await;
+        let over_limit = counted.as_ref().is_some_and(|(state, _)| {
             js_sys::Reflect::get(state, &JsValue::from_str("exceeded")).is_ok_and(|v| v.is_truthy())
         });
-        if over_limit {
-            return Err((
-                GatewayError::PayloadTooLarge,
-                "body over the limit while streaming".into(),
-            ));
-        }
-        let is_last = n + 1 == attempts as usize;
-        let (failure, outcome, status) = match &result {
-            Attempted::Response(r) => {
-                let status = r.status();
-                let failed = policy.on_statuses.contains(&status);
-                (
-                    failed.then_some(Failure::Status(status)),
-                    Outcome::Response,
-                    Some(status),
-                )
-            }
-            Attempted::Failed(f, _) => (
-                Some(*f),
-                if *f == Failure::Timeout {
-                    Outcome::Timeout
-                } else {
-                    Outcome::ConnectFailed
-                },
-                None,
-            ),
+        let (sent, response) = match result {
+            _ if over_limit => (Sent::BodyOverLimit, None),
+            Attempted::Response(r) => (Sent::Response(r.status()), Some(r)),
+            Attempted::TimedOut => (Sent::TimedOut, None),
+            Attempted::Failed(detail) => (Sent::Failed(detail), None),
         };
-        let ejected_for_ms = {
+        let verdict = {
             let mut pools = isolate.pools.borrow_mut();
-            match failure {
-                None => {
-                    pools[plan.origin].record_success(server_index);
-                    None
-                }
-                Some(_) => pools[plan.origin].record_failure(server_index, &origin.eject, finished),
-            }
+            machine.finished(origin, &mut pools[plan.origin], sent, now_ms())
         };
-        attempts_log.push(Attempt {
-            server: server_index,
-            address: server.base.clone(),
-            outcome,
-            status,
-            duration_ms: finished.saturating_sub(now),
-            ejected_for_ms,
-        });
-        match result {
-            Attempted::Response(response) => {
-                let retry = failure.is_some_and(|f| policy.retries_on(f)) && !is_last;
-                if !retry {
-                    // The last attempt's response, even a listed failure status, is the origin's
-                    // word: the client sees it (as nginx and Envoy do), headers cleaned.
-                    return Ok(response);
-                }
+        match (verdict, response) {
+            (Verdict::Serve, Some(response)) => return Ok(response),
+            (Verdict::Retry, Some(response)) => {
                 if let Some(b) = response.body() {
                     let _ = b.cancel();
                 }
             }
-            Attempted::Failed(f, detail) => {
-                last = (f, detail);
-                if is_last || !policy.retries_on(f) {
-                    break;
-                }
-            }
+            _ => {}
         }
     }
-    let error = match last.0 {
-        Failure::Timeout => GatewayError::OriginTimeout,
-        _ => GatewayError::OriginUnavailable,
-    };
-    Err((error, last.1))
 }
 
 fn now_ms() -> u64 {
@@ -482,40 +406,23 @@ fn client_response(
         origin.body()
     };
     let (mut cache_status, mut cache_reason) = (None, None);
-    if let Some(step) = &plan.cache {
-        let label = match (step, gateway.store_decision(plan, status, &list)) {
-            (CacheStep::Lookup { key }, Store::For(ttl_s)) => {
-                let rule_swr = gateway
-                    .route(plan)
-                    .cache
-                    .as_ref()
-                    .map_or(0, |r| r.stale_while_revalidate_s);
-                let stored = cache::stored_headers(&list, ttl_s, rule_swr, now_ms());
-                let (for_client, for_cache) = match &body {
-                    Some(b) => {
-                        let (a, c) = cache_io::split(b);
-                        (Some(a), Some(c))
-                    }
-                    None => (None, None),
-                };
-                body = for_client;
-                if let Ok(entry) = build_response(status, &stored, for_cache.as_ref()) {
-                    ctx.wait_until(cache_io::put(key.clone(), entry));
+    if let Some(outcome) = gateway.cache_outcome(plan, status, &list, now_ms()) {
+        if let Some((key, stored)) = outcome.store {
+            let (for_client, for_cache) = match &body {
+                Some(b) => {
+                    let (a, c) = cache_io::split(b);
+                    (Some(a), Some(c))
                 }
-                "MISS"
+                None => (None, None),
+            };
+            body = for_client;
+            if let Ok(entry) = build_response(status, &stored, for_cache.as_ref()) {
+                ctx.wait_until(cache_io::put(key, entry));
             }
-            (CacheStep::Lookup { .. }, _) if plan.method == "HEAD" => "MISS",
-            (CacheStep::Lookup { .. }, Store::No(reason)) => {
-                cache_reason = Some(reason);
-                "BYPASS"
-            }
-            (CacheStep::Bypass { reason }, _) => {
-                cache_reason = Some(*reason);
-                "BYPASS"
-            }
-        };
-        list.push((cache::STATUS_HEADER.to_string(), label.to_string()));
-        cache_status = Some(label);
+        }
+        list.push((cache::STATUS_HEADER.to_string(), outcome.label.to_string()));
+        cache_status = Some(outcome.label);
+        cache_reason = outcome.reason;
     }
     (
         build_response(status, &list, body.as_ref()),
@@ -547,56 +454,36 @@ fn serve_stored(
     key: &str,
     ctx: &Context,
 ) -> Option<(Response, Option<&'static str>)> {
-    let headers = header_list(&stored.headers());
-    let (stored_at, ttl_s) = cache::stored_meta(&headers)?;
-    let rule = gateway.route(plan).cache.as_ref()?;
-    let now = now_ms();
-    let label = match cache::freshness(stored_at, ttl_s, rule.stale_while_revalidate_s, now) {
-        Freshness::Fresh => "HIT",
-        Freshness::Stale => {
-            let start = {
-                let mut refreshing = isolate.refreshing.borrow_mut();
-                refreshing.len() < MAX_REFRESHING && refreshing.insert(key.to_string())
-            };
-            if start {
-                let (plan, request, key) = (plan.clone(), Clone::clone(request), key.to_string());
-                ctx.wait_until(async move {
-                    let mut attempts = Vec::new();
-                    if let Ok(origin) =
-                        forward(isolate, gateway, &plan, &request, &mut attempts).await
-                    {
-                        let status = origin.status();
-                        let list = gateway.response_headers(&plan, &header_list(&origin.headers()));
-                        if let Store::For(ttl_s) = gateway.store_decision(&plan, status, &list) {
-                            let swr = gateway
-                                .route(&plan)
-                                .cache
-                                .as_ref()
-                                .map_or(0, |r| r.stale_while_revalidate_s);
-                            let stored = cache::stored_headers(&list, ttl_s, swr, now_ms());
-                            if let Ok(entry) =
-                                build_response(status, &stored, origin.body().as_ref())
-                            {
-                                cache_io::put(key.clone(), entry).await;
-                            }
-                        }
-                    }
-                    isolate.refreshing.borrow_mut().remove(&key);
-                });
-            }
-            "STALE"
-        }
-        Freshness::Expired => return None,
+    let use_ = gateway.stored_use(plan, &header_list(&stored.headers()), now_ms())?;
+    let start = use_.refresh && {
+        let mut refreshing = isolate.refreshing.borrow_mut();
+        refreshing.len() < MAX_REFRESHING && refreshing.insert(key.to_string())
     };
-    let list = gateway.cached_response_headers(plan, &headers, label, cache::age_s(stored_at, now));
+    if start {
+        let (plan, request, key) = (plan.clone(), Clone::clone(request), key.to_string());
+        ctx.wait_until(async move {
+            let mut attempts = Vec::new();
+            if let Ok(origin) = forward(isolate, gateway, &plan, &request, &mut attempts).await {
+                let status = origin.status();
+                let list = gateway.response_headers(&plan, &header_list(&origin.headers()));
+                let outcome = gateway.cache_outcome(&plan, status, &list, now_ms());
+                if let Some((key, stored)) = outcome.and_then(|o| o.store) {
+                    if let Ok(entry) = build_response(status, &stored, origin.body().as_ref()) {
+                        cache_io::put(key, entry).await;
+                    }
+                }
+            }
+            isolate.refreshing.borrow_mut().remove(&key);
+        });
+    }
     let body = if plan.method == "HEAD" {
         None
     } else {
         stored.body()
     };
-    build_response(stored.status(), &list, body.as_ref())
+    build_response(stored.status(), &use_.headers, body.as_ref())
         .ok()
-        .map(|r| (r, Some(label)))
+        .map(|r| (r, Some(use_.label)))
 }
 
 /// The admin credential: the Worker secret (or, in development, the var) `token_env`; empty
@@ -882,35 +769,27 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
     log.path = Some(&plan.path);
     log.route = Some(gateway.route(&plan).name.as_str());
 
-    if let Some((binding, key)) = &plan.rate_limit {
-        let period_s = gateway
-            .route(&plan)
-            .policy
-            .rate_limit
-            .as_ref()
-            .map_or(60, |r| r.period_s);
-        let refused = match env.rate_limiter(binding) {
+    if let (Some((binding, key)), Some(rule)) =
+        (&plan.rate_limit, &gateway.route(&plan).policy.rate_limit)
+    {
+        let limited = match env.rate_limiter(binding) {
             Ok(limiter) => match limiter.limit(key.clone()).await {
-                Ok(outcome) if outcome.success => None,
-                Ok(_) => Some((GatewayError::RateLimited { retry_after_s: period_s }, None)),
-                // The binding failed: let the request through rather than refuse everyone.
-                Err(e) => {
-                    log.detail = Some(format!("rate limit {binding}: {e}"));
-                    None
-                }
+                Ok(outcome) if outcome.success => Limited::Allowed,
+                Ok(_) => Limited::Refused,
+                Err(e) => Limited::Failed(e.to_string()),
             },
-            Err(_) => Some((
-                GatewayError::ConfigInvalid,
-                Some(format!("rate-limit binding {binding} is not bound: add it to [[ratelimits]] in wrangler.toml")),
-            )),
+            Err(_) => Limited::Unbound,
         };
-        if let Some((error, detail)) = refused {
-            log.status = error.status();
-            log.error = Some(error.code());
-            log.detail = detail;
-            log.duration_ms = elapsed();
-            worker::console_log!("{}", log.to_json());
-            return error_response(&error, &request_id);
+        match rule.verdict(limited) {
+            Ok(note) => log.detail = note.or(log.detail.take()),
+            Err((error, detail)) => {
+                log.status = error.status();
+                log.error = Some(error.code());
+                log.detail = detail;
+                log.duration_ms = elapsed();
+                worker::console_log!("{}", log.to_json());
+                return error_response(&error, &request_id);
+            }
         }
     }
 
