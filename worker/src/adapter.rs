@@ -9,11 +9,8 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use portcullis::auth::AuthError;
-use portcullis::cache;
-use portcullis::gateway::{
-    bearer_matches, content_length, AdminRequest, AuthStep, CacheStep, ForwardPlan, Gateway,
-    Incoming, Refusal,
-};
+use portcullis::gateway::{content_length, AuthStep, CacheStep, ForwardPlan, Gateway, Incoming};
+use portcullis::lifecycle::{Exchange, Step};
 use portcullis::log::{Attempt, LogLine};
 use portcullis::policy::Limited;
 use portcullis::request_id::RequestIds;
@@ -179,13 +176,6 @@ fn own_response(status: u16, list: &[(String, String)], body: Option<&str>) -> R
 fn error_response(error: &GatewayError, request_id: &str) -> Response {
     let plan = error.response(request_id);
     own_response(plan.status, &plan.headers, Some(&plan.body))
-}
-
-/// 204 for an allowed CORS preflight, answered at the edge.
-fn preflight_response(cors_headers: Vec<(String, String)>, request_id: &str) -> Response {
-    let mut list = cors_headers;
-    list.push(("x-request-id".to_string(), request_id.to_string()));
-    own_response(204, &list, None)
 }
 
 /// How one attempt ended, as the runtime saw it.
@@ -385,52 +375,6 @@ fn now_ms() -> u64 {
     js_sys::Date::now().max(0.0) as u64
 }
 
-/// The client's response for an origin's: headers planned by the core; on a cacheable request,
-/// the body teed so the cache write (in `waitUntil`) never delays the client. Returns the
-/// `x-cache-status` given, if any.
-fn client_response(
-    gateway: &Gateway,
-    plan: &ForwardPlan,
-    origin: Response,
-    ctx: &Context,
-) -> (
-    Result<Response, JsValue>,
-    Option<&'static str>,
-    Option<&'static str>,
-) {
-    let status = origin.status();
-    let mut list = gateway.response_headers(plan, &header_list(&origin.headers()));
-    let mut body = if is_null_body_status(status) {
-        None
-    } else {
-        origin.body()
-    };
-    let (mut cache_status, mut cache_reason) = (None, None);
-    if let Some(outcome) = gateway.cache_outcome(plan, status, &list, now_ms()) {
-        if let Some((key, stored)) = outcome.store {
-            let (for_client, for_cache) = match &body {
-                Some(b) => {
-                    let (a, c) = cache_io::split(b);
-                    (Some(a), Some(c))
-                }
-                None => (None, None),
-            };
-            body = for_client;
-            if let Ok(entry) = build_response(status, &stored, for_cache.as_ref()) {
-                ctx.wait_until(cache_io::put(key, entry));
-            }
-        }
-        list.push((cache::STATUS_HEADER.to_string(), outcome.label.to_string()));
-        cache_status = Some(outcome.label);
-        cache_reason = outcome.reason;
-    }
-    (
-        build_response(status, &list, body.as_ref()),
-        cache_status,
-        cache_reason,
-    )
-}
-
 fn build_response(
     status: u16,
     list: &[(String, String)],
@@ -443,47 +387,40 @@ fn build_response(
     Response::new_with_opt_readable_stream_and_init(body, &init)
 }
 
-/// A stored entry as the client's response: HIT when fresh, STALE within the stale window (and
-/// one background refresh per key per isolate), `None` when expired or unreadable (a miss).
-fn serve_stored(
+/// Forwards `plan` again in the background and stores the fresh response (a STALE entry's
+/// refresh); at most one refresh per key per isolate at a time.
+fn refresh(
     isolate: &'static Isolate,
     gateway: &'static Gateway,
     plan: &ForwardPlan,
     request: &Request,
-    stored: &Response,
-    key: &str,
     ctx: &Context,
-) -> Option<(Response, Option<&'static str>)> {
-    let use_ = gateway.stored_use(plan, &header_list(&stored.headers()), now_ms())?;
-    let start = use_.refresh && {
-        let mut refreshing = isolate.refreshing.borrow_mut();
-        refreshing.len() < MAX_REFRESHING && refreshing.insert(key.to_string())
+) {
+    let Some(CacheStep::Lookup { key }) = &plan.cache else {
+        return;
     };
-    if start {
-        let (plan, request, key) = (plan.clone(), Clone::clone(request), key.to_string());
-        ctx.wait_until(async move {
-            let mut attempts = Vec::new();
-            if let Ok(origin) = forward(isolate, gateway, &plan, &request, &mut attempts).await {
-                let status = origin.status();
-                let list = gateway.response_headers(&plan, &header_list(&origin.headers()));
-                let outcome = gateway.cache_outcome(&plan, status, &list, now_ms());
-                if let Some((key, stored)) = outcome.and_then(|o| o.store) {
-                    if let Ok(entry) = build_response(status, &stored, origin.body().as_ref()) {
-                        cache_io::put(key, entry).await;
-                    }
+    let start = {
+        let mut refreshing = isolate.refreshing.borrow_mut();
+        refreshing.len() < MAX_REFRESHING && refreshing.insert(key.clone())
+    };
+    if !start {
+        return;
+    }
+    let (plan, request, key) = (plan.clone(), Clone::clone(request), key.clone());
+    ctx.wait_until(async move {
+        let mut attempts = Vec::new();
+        if let Ok(origin) = forward(isolate, gateway, &plan, &request, &mut attempts).await {
+            let status = origin.status();
+            let list = gateway.response_headers(&plan, &header_list(&origin.headers()));
+            let outcome = gateway.cache_outcome(&plan, status, &list, now_ms());
+            if let Some((key, stored)) = outcome.and_then(|o| o.store) {
+                if let Ok(entry) = build_response(status, &stored, origin.body().as_ref()) {
+                    cache_io::put(key, entry).await;
                 }
             }
-            isolate.refreshing.borrow_mut().remove(&key);
-        });
-    }
-    let body = if plan.method == "HEAD" {
-        None
-    } else {
-        stored.body()
-    };
-    build_response(stored.status(), &use_.headers, body.as_ref())
-        .ok()
-        .map(|r| (r, Some(use_.label)))
+        }
+        isolate.refreshing.borrow_mut().remove(&key);
+    });
 }
 
 /// The admin credential: the Worker secret (or, in development, the var) `token_env`; empty
@@ -495,100 +432,39 @@ fn admin_secret(env: &Env, token_env: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The admin path: a cache purge with the admin credential; anything else 404, as if nothing
-/// were there (also without the credential, so the path gives nothing away).
-async fn admin_response(
-    gateway: &Gateway,
-    admin: AdminRequest,
-    env: &Env,
-    headers: &[(String, String)],
-    request_id: &str,
-) -> (Response, Option<String>) {
-    let not_found = || error_response(&GatewayError::NoRoute, request_id);
-    let Some(config) = &gateway.config.admin else {
-        return (not_found(), None);
-    };
-    let expected = admin_secret(env, &config.token_env);
-    let authorization = headers
-        .iter()
-        .find(|(n, _)| n == "authorization")
-        .map(|(_, v)| v.as_str());
-    if !bearer_matches(&expected, authorization) {
-        let detail = expected
-            .is_empty()
-            .then(|| format!("admin secret {} is not set", config.token_env));
-        return (not_found(), detail);
-    }
-    let AdminRequest::Purge { target } = admin else {
-        return (not_found(), None);
-    };
-    let key_headers: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(n, _)| n != "authorization")
-        .cloned()
-        .collect();
-    let purged = match gateway.purge_key(&target, &key_headers) {
-        Some(key) => cache_io::delete(&key).await,
-        None => false,
-    };
-    let body = serde_json::json!({ "purged": purged, "request_id": request_id }).to_string();
-    let list = vec![
-        ("content-type".to_string(), "application/json".to_string()),
-        ("x-request-id".to_string(), request_id.to_string()),
-    ];
-    let response = own_response(200, &list, Some(&body));
-    (response, None)
-}
-
-/// Sends an answer of the SSO paths (or a login redirect), with its log line.
-fn finish_answer(answer: crate::sso::Answer, log: &mut LogLine<'_>, elapsed_ms: u64) -> Response {
-    let mut headers = answer.headers;
-    if !headers.iter().any(|(n, _)| n == "x-request-id") {
-        headers.push(("x-request-id".to_string(), log.request_id.to_string()));
-    }
-    log.status = answer.status;
-    log.auth = answer.log;
-    log.error = answer.error;
-    log.detail = answer.detail;
-    log.duration_ms = elapsed_ms;
-    worker::console_log!("{}", log.to_json());
-    own_response(answer.status, &headers, answer.body.as_deref())
-}
-
 /// Statuses whose responses have no body.
 fn is_null_body_status(status: u16) -> bool {
     matches!(status, 101 | 204 | 205 | 304)
 }
 
-/// Serves one request.
+/// Serves one request: drives the core's [`Exchange`], which sequences every phase and decides
+/// everything; each step here is one piece of I/O. One place writes the log line and answers,
+/// for every exit.
 pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
     let started = js_sys::Date::now();
     let isolate = isolate(&env);
     let request_id = isolate.ids.borrow_mut().next_id();
     let method = request.method();
     let elapsed = || (js_sys::Date::now() - started).max(0.0) as u64;
-    let mut log = LogLine {
-        request_id: &request_id,
-        method: &method,
-        path: None,
-        route: None,
-        status: 0,
-        error: None,
-        detail: None,
-        auth: None,
-        attempts: Vec::new(),
-        cache: None,
-        cache_reason: None,
-        duration_ms: 0,
-    };
 
     let gateway = match &isolate.gateway {
         Ok(g) => g,
         Err(problems) => {
             let error = GatewayError::ConfigInvalid;
-            log.status = error.status();
-            log.error = Some(error.code());
-            log.detail = Some(problems.clone());
+            let log = LogLine {
+                request_id: &request_id,
+                method: &method,
+                path: None,
+                route: None,
+                status: error.status(),
+                error: Some(error.code()),
+                detail: Some(problems.clone()),
+                auth: None,
+                attempts: Vec::new(),
+                cache: None,
+                cache_reason: None,
+                duration_ms: elapsed(),
+            };
             worker::console_log!("{}", log.to_json());
             return error_response(&error, &request_id);
         }
@@ -601,236 +477,168 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
         url: &url,
         headers: &headers,
     };
-    // Step 2: the one reading of the request that every later step decides on.
-    let head = match gateway.read(&incoming) {
-        Ok(head) => head,
-        Err(refusal) => {
-            log.status = refusal.error.status();
-            log.error = Some(refusal.error.code());
-            log.duration_ms = elapsed();
-            worker::console_log!("{}", log.to_json());
-            return error_response(&refusal.error, &request_id);
-        }
-    };
-    if let Some(admin) = gateway.admin_request(&head) {
-        let (response, detail) =
-            admin_response(gateway, admin, &env, &head.headers, &request_id).await;
-        log.status = response.status();
-        log.route = Some("admin");
-        log.detail = detail;
-        log.duration_ms = elapsed();
-        worker::console_log!("{}", log.to_json());
-        return response;
-    }
-    // The admin credential never reaches an origin, whatever the path: a request carrying it
-    // anywhere but the admin path is answered as the admin path answers a stranger.
-    if let Some(admin) = &gateway.config.admin {
-        if head.header("authorization").is_some() {
-            let expected = admin_secret(&env, &admin.token_env);
-            if bearer_matches(&expected, head.header("authorization")) {
-                log.status = GatewayError::NoRoute.status();
-                log.route = Some("admin");
-                log.detail =
-                    Some("the admin credential on a path outside admin.path: not forwarded".into());
-                log.duration_ms = elapsed();
-                worker::console_log!("{}", log.to_json());
-                return error_response(&GatewayError::NoRoute, &request_id);
+    let now = js_sys::Date::now();
+    let cached = |policy: usize, token: &str| isolate.auth.is_cached(policy, token, now);
+    let mut exchange = Exchange::new(gateway, &incoming, &request_id, cached);
+    // The stored entry a lookup found, kept for its body; the origin's response, for its body.
+    let mut stored: Option<Response> = None;
+    let mut origin: Option<Response> = None;
+    let response = loop {
+        match exchange.poll() {
+            Step::AdminSecret(token_env) => {
+                let secret = admin_secret(&env, token_env);
+                exchange.admin_secret(&secret);
             }
-        }
-    }
-    if let Some(sso_request) = gateway.sso_request(&head) {
-        let answer = isolate
-            .sso
-            .answer(
-                gateway,
-                &isolate.auth,
-                sso_request,
-                &url,
-                &headers,
-                &env,
-                &request_id,
-            )
-            .await;
-        log.route = Some("sso");
-        return finish_answer(answer, &mut log, elapsed());
-    }
-    // Steps 2-5: a CORS preflight is answered at the edge; otherwise match, then auth (the core
-    // checks what needs no key; crate::auth verifies tokens, crate::sso sessions).
-    let accept = portcullis::headers::first(&headers, "accept");
-    let mut html_errors = false;
-    let planned = match gateway.preflight(&head) {
-        Some(Ok(cors_headers)) => {
-            log.status = 204;
-            log.duration_ms = elapsed();
-            worker::console_log!("{}", log.to_json());
-            return preflight_response(cors_headers, &request_id);
-        }
-        Some(Err(refusal)) => Err(refusal),
-        None => {
-            let now = js_sys::Date::now();
-            let cached = |policy: usize, token: &str| isolate.auth.is_cached(policy, token, now);
-            match gateway.matched_with(&head, cached) {
-                Ok(m) => {
-                    let outcome = match &m.auth {
-                        AuthStep::Session {
-                            sso,
-                            cookies,
-                            optional,
-                            redirect,
-                        } => {
-                            html_errors = true;
-                            let session = isolate.sso.session(gateway, *sso, cookies, &env).await;
-                            match session {
-                                Err((AuthError::NoSession(_), _)) if *redirect && !*optional => {
-                                    log.route = Some(gateway.config.routes[m.route].name.as_str());
-                                    log.path = Some(&m.path);
-                                    let answer = match isolate
-                                        .sso
-                                        .start_login(gateway, *sso, &url, None, &env)
-                                        .await
-                                    {
-                                        Ok(answer) => answer,
-                                        Err(r) => crate::sso::Answer::error(
-                                            &r.error,
-                                            &request_id,
-                                            accept,
-                                            Vec::new(),
-                                            r.detail,
-                                        ),
-                                    };
-                                    return finish_answer(answer, &mut log, elapsed());
-                                }
-                                other => crate::auth::Outcome::of_session(other, *optional),
-                            }
+            Step::Purge(key) => {
+                let purged = match key {
+                    Some(key) => cache_io::delete(&key).await,
+                    None => false,
+                };
+                exchange.purged(purged);
+            }
+            Step::Sso { request: sso, head } => {
+                let answer = isolate
+                    .sso
+                    .answer(
+                        gateway,
+                        &isolate.auth,
+                        sso.clone(),
+                        &head.url,
+                        &head.headers,
+                        &env,
+                        &request_id,
+                    )
+                    .await;
+                exchange.answered(answer);
+            }
+            Step::Authenticate { matched, head } => match &matched.auth {
+                AuthStep::Session {
+                    sso,
+                    cookies,
+                    optional,
+                    redirect,
+                } => {
+                    let (sso, optional, redirect) = (*sso, *optional, *redirect);
+                    let session = isolate.sso.session(gateway, sso, cookies, &env).await;
+                    match session {
+                        Err((AuthError::NoSession(_), _)) if redirect && !optional => {
+                            let url = head.url.clone();
+                            let accept = head.header("accept").map(str::to_string);
+                            let answer = match isolate
+                                .sso
+                                .start_login(gateway, sso, &url, None, &env)
+                                .await
+                            {
+                                Ok(answer) => answer,
+                                Err(r) => crate::sso::Answer::error(
+                                    &r.error,
+                                    &request_id,
+                                    accept.as_deref(),
+                                    Vec::new(),
+                                    r.detail,
+                                ),
+                            };
+                            exchange.answered(answer);
                         }
-                        _ => isolate.auth.authenticate(gateway, &m, &env, now).await,
-                    };
-                    log.auth = outcome.log;
-                    log.detail = outcome.detail;
-                    match outcome.error {
-                        Some(e) if html_errors => Err(Refusal {
-                            error: portcullis::sso::session_refusal(e),
-                            route: Some(m.route),
-                            path: Some(m.path.clone()),
-                        }),
-                        Some(e) => Err(gateway.auth_refusal(&m, e)),
-                        None => Ok((
-                            gateway.forward_plan(&m, &head, &request_id, outcome.identity.as_ref()),
-                            outcome.identity,
-                        )),
+                        other => {
+                            let outcome = crate::auth::Outcome::of_session(other, optional);
+                            exchange.authenticated(outcome);
+                        }
                     }
                 }
-                Err(refusal) => Err(refusal),
-            }
-        }
-    };
-    let (mut plan, identity) = match planned {
-        Ok(planned) => planned,
-        Err::<_, Refusal>(refusal) => {
-            if let (GatewayError::Auth(e), None) = (&refusal.error, &log.auth) {
-                // Refused before any key was needed (no token, malformed, alg, headers).
-                log.auth = Some(portcullis::log::AuthLog {
-                    outcome: "refused",
-                    reason: Some(e.reason()),
-                    kid: None,
-                    iss: None,
-                });
-            }
-            log.path = refusal.path.as_deref();
-            log.route = refusal
-                .route
-                .map(|i| gateway.config.routes[i].name.as_str());
-            log.status = refusal.error.status();
-            log.error = Some(refusal.error.code());
-            log.duration_ms = elapsed();
-            worker::console_log!("{}", log.to_json());
-            let accept = if html_errors { accept } else { None };
-            let plan = refusal.error.response_for(&request_id, accept);
-            return own_response(plan.status, &plan.headers, Some(&plan.body));
-        }
-    };
-    // Signed identity for the origin, on every request with a verified identity.
-    if let (Some(identity), Some(minting)) = (&identity, &gateway.config.minting) {
-        let aud = &gateway.config.origins[plan.origin].name;
-        match isolate.sso.mint(gateway, identity, aud, &env).await {
-            Ok(Some(token)) => plan.headers.push((minting.header.clone(), token)),
-            Ok(None) => {}
-            Err(detail) => {
-                let error = GatewayError::ConfigInvalid;
-                log.status = error.status();
-                log.error = Some(error.code());
-                log.detail = Some(format!("identity: {detail}"));
-                log.duration_ms = elapsed();
-                worker::console_log!("{}", log.to_json());
-                return error_response(&error, &request_id);
-            }
-        }
-    }
-    log.path = Some(&plan.path);
-    log.route = Some(gateway.route(&plan).name.as_str());
-
-    if let (Some((binding, key)), Some(rule)) =
-        (&plan.rate_limit, &gateway.route(&plan).policy.rate_limit)
-    {
-        let limited = match env.rate_limiter(binding) {
-            Ok(limiter) => match limiter.limit(key.clone()).await {
-                Ok(outcome) if outcome.success => Limited::Allowed,
-                Ok(_) => Limited::Refused,
-                Err(e) => Limited::Failed(e.to_string()),
+                _ => {
+                    let outcome = isolate.auth.authenticate(gateway, matched, &env, now).await;
+                    exchange.authenticated(outcome);
+                }
             },
-            Err(_) => Limited::Unbound,
-        };
-        match rule.verdict(limited) {
-            Ok(note) => log.detail = note.or(log.detail.take()),
-            Err((error, detail)) => {
-                log.status = error.status();
-                log.error = Some(error.code());
-                log.detail = detail;
-                log.duration_ms = elapsed();
-                worker::console_log!("{}", log.to_json());
-                return error_response(&error, &request_id);
+            Step::Mint { identity, aud } => {
+                let identity = identity.clone();
+                let aud = aud.to_string();
+                let token = isolate.sso.mint(gateway, &identity, &aud, &env).await;
+                exchange.minted(token);
             }
-        }
-    }
-
-    if let Some(CacheStep::Lookup { key }) = &plan.cache {
-        if let Some(stored) = cache_io::lookup(key).await {
-            if let Some(response) =
-                serve_stored(isolate, gateway, &plan, &request, &stored, key, &ctx)
-            {
-                log.cache = response.1;
-                let response = response.0;
-                log.status = response.status();
-                log.duration_ms = elapsed();
-                worker::console_log!("{}", log.to_json());
-                return response;
+            Step::RateLimit { binding, key } => {
+                let limited = match env.rate_limiter(binding) {
+                    Ok(limiter) => match limiter.limit(key.to_string()).await {
+                        Ok(outcome) if outcome.success => Limited::Allowed,
+                        Ok(_) => Limited::Refused,
+                        Err(e) => Limited::Failed(e.to_string()),
+                    },
+                    Err(_) => Limited::Unbound,
+                };
+                exchange.limited(limited);
             }
-        }
-    }
-
-    let response = match forward(isolate, gateway, &plan, &request, &mut log.attempts).await {
-        Err((error, detail)) => {
-            log.error = Some(error.code());
-            log.detail = Some(detail);
-            error_response(&error, &request_id)
-        }
-        Ok(origin) => {
-            let (built, cache_status, cache_reason) = client_response(gateway, &plan, origin, &ctx);
-            log.cache = cache_status;
-            log.cache_reason = cache_reason;
-            match built {
-                Ok(r) => r,
-                Err(e) => {
-                    let error = GatewayError::OriginUnavailable;
-                    log.error = Some(error.code());
-                    log.detail = Some(format!("response: {}", js_message(&e)));
-                    error_response(&error, &request_id)
+            Step::Lookup { key } => {
+                stored = cache_io::lookup(key).await;
+                let list = stored.as_ref().map(|r| header_list(&r.headers()));
+                exchange.looked_up(list.as_deref(), now_ms());
+            }
+            Step::Forward(plan) => {
+                let plan = plan.clone();
+                let mut attempts = Vec::new();
+                let result = forward(isolate, gateway, &plan, &request, &mut attempts).await;
+                let head = result.map(|r| {
+                    let head = (r.status(), header_list(&r.headers()));
+                    origin = Some(r);
+                    head
+                });
+                exchange.forwarded(head, attempts, now_ms());
+            }
+            Step::Answer(answer) => {
+                break own_response(answer.status, &answer.headers, answer.body.as_deref());
+            }
+            Step::ServeStored {
+                headers,
+                refresh: stale,
+                plan,
+            } => {
+                let Some(entry) = stored.take() else {
+                    break error_response(&GatewayError::OriginUnavailable, &request_id);
+                };
+                if stale {
+                    refresh(isolate, gateway, plan, &request, &ctx);
+                }
+                let body = if plan.method == "HEAD" {
+                    None
+                } else {
+                    entry.body()
+                };
+                match build_response(entry.status(), headers, body.as_ref()) {
+                    Ok(r) => break r,
+                    Err(e) => exchange.unbuildable(js_message(&e)),
+                }
+            }
+            Step::Respond {
+                status,
+                headers,
+                store,
+            } => {
+                let from = origin.take();
+                let mut body = match &from {
+                    Some(r) if !is_null_body_status(status) => r.body(),
+                    _ => None,
+                };
+                if let Some((key, stored_headers)) = store {
+                    // The client's half streams at once; the cache's is written after answering.
+                    let (for_client, for_cache) = match &body {
+                        Some(b) => {
+                            let (a, c) = cache_io::split(b);
+                            (Some(a), Some(c))
+                        }
+                        None => (None, None),
+                    };
+                    body = for_client;
+                    if let Ok(entry) = build_response(status, stored_headers, for_cache.as_ref()) {
+                        ctx.wait_until(cache_io::put(key.clone(), entry));
+                    }
+                }
+                match build_response(status, headers, body.as_ref()) {
+                    Ok(r) => break r,
+                    Err(e) => exchange.unbuildable(js_message(&e)),
                 }
             }
         }
     };
-    log.status = response.status();
-    log.duration_ms = elapsed();
-    worker::console_log!("{}", log.to_json());
+    worker::console_log!("{}", exchange.log_line(response.status(), elapsed()));
     response
 }

@@ -82,53 +82,8 @@ pub struct AuthCache {
     pub fetches: RefCell<u64>,
 }
 
-/// The result of step 5 for the adapter: the identity (or none on a public/anonymous request),
-/// the log entry, or the refusal.
-pub struct Outcome {
-    pub identity: Option<Identity>,
-    pub log: Option<AuthLog>,
-    pub error: Option<AuthError>,
-    /// Operator detail for the log (never for the client).
-    pub detail: Option<String>,
-}
-
-impl Outcome {
-    /// Step 5 on a route of an `sso` entry: the session's identity; no session is anonymous
-    /// when the route's auth is optional.
-    pub fn of_session(
-        session: Result<Identity, (AuthError, Option<String>)>,
-        optional: bool,
-    ) -> Outcome {
-        let log = |outcome, reason| {
-            Some(AuthLog {
-                outcome,
-                reason,
-                kid: None,
-                iss: None,
-            })
-        };
-        match session {
-            Ok(identity) => Outcome {
-                log: log("session", None),
-                identity: Some(identity),
-                error: None,
-                detail: None,
-            },
-            Err((AuthError::NoSession(why), _)) if optional => Outcome {
-                log: log("anonymous", Some(why)),
-                identity: None,
-                error: None,
-                detail: None,
-            },
-            Err((e, detail)) => Outcome {
-                log: log("refused", Some(e.reason())),
-                identity: None,
-                error: Some(e),
-                detail,
-            },
-        }
-    }
-}
+/// The result of step 5 for the adapter: the core's [`portcullis::lifecycle::AuthResult`].
+pub use portcullis::lifecycle::AuthResult as Outcome;
 
 fn short_kid(kid: Option<&String>) -> Option<String> {
     kid.map(|k| k.chars().take(64).collect())

@@ -134,60 +134,8 @@ pub struct SsoCache {
     minted: RefCell<HashMap<String, (String, i64)>>,
 }
 
-/// A response the SSO paths make: the status, headers and body, and what the log says.
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<String>,
-    pub log: Option<AuthLog>,
-    /// The error code, for the log.
-    pub error: Option<&'static str>,
-    pub detail: Option<String>,
-}
-
-impl Answer {
-    fn redirect(location: String, cookies: Vec<String>, log: AuthLog) -> Answer {
-        let mut headers = vec![
-            ("location".to_string(), location),
-            ("cache-control".to_string(), "no-store".to_string()),
-        ];
-        headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
-        Answer {
-            status: 302,
-            headers,
-            body: None,
-            log: Some(log),
-            error: None,
-            detail: None,
-        }
-    }
-
-    /// An error as a page or JSON, by `Accept`, with cookies to set (clearing a login cookie).
-    pub fn error(
-        error: &GatewayError,
-        request_id: &str,
-        accept: Option<&str>,
-        cookies: Vec<String>,
-        detail: Option<String>,
-    ) -> Answer {
-        let plan = error.response_for(request_id, accept);
-        let mut headers = plan.headers;
-        headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
-        let reason = match error {
-            GatewayError::Login(e) => Some(e.reason()),
-            GatewayError::Auth(e) => Some(e.reason()),
-            _ => None,
-        };
-        Answer {
-            status: plan.status,
-            headers,
-            body: Some(plan.body),
-            log: reason.map(|r| log("refused", Some(r))),
-            error: Some(error.code()),
-            detail,
-        }
-    }
-}
+/// A response the SSO paths make: the core's [`portcullis::lifecycle::Answer`].
+pub use portcullis::lifecycle::Answer;
 
 fn log(outcome: &'static str, reason: Option<&'static str>) -> AuthLog {
     AuthLog {
