@@ -835,7 +835,7 @@ def summarize(results: dict) -> dict:
         return "" if not diffs else "round by round: " + ", ".join(f"{d:+.0f}" for d in diffs) + " µs"
 
     r = h["gateway_cpu_over_js_gateway"]
-    goal("public route: CPU/request over js-gateway's", "≤ 1.10x", fmt(r, "{:.2f}x", None),
+    goal("public route: CPU/request over js-gateway's", "≤ 1.10x", fmt(r, "{:.3f}x", None),
          None if r is None else r <= 1.10, rounds_ratio(h["gateway_cpu_over_js_gateway_per_round"]))
     goal("public route: CPU/request over the JS pass-through's", None,
          fmt(h["gateway_cpu_over_js"], "{:.2f}x", None), None, rounds_ratio(h["gateway_cpu_over_js_per_round"]))
@@ -848,9 +848,10 @@ def summarize(results: dict) -> dict:
              rounds_list(h[f"{key}_added_cpu_us_rounds"]))
     r = h["cache_hit_over_uncached_cpu"]
     goal("cache HIT: CPU/request over the public route's forward", "≤ 0.80x",
-         None if r is None else f"{r:.2f}x ({hit:.0f} µs vs {public:.0f} µs)", None if r is None else r <= 0.80)
+         None if r is None else f"{r:.3f}x ({hit:.0f} µs vs {public:.0f} µs)", None if r is None else r <= 0.80)
     r = h["gateway_64k_over_small_cpu"]
-    goal("64 KiB body: CPU/request over the small body's", "≤ 1.05x", fmt(r, "{:.2f}x", None),
+    goal("64 KiB body: CPU/request over the small body's", "≤ 1.05x",
+         None if r is None else f"{r:.3f}x ({100 * (r - 1):+.2f}%)",
          None if r is None else r <= 1.05)
     up = results.get("upload", {})
     wasm = up.get("wasm_raw") or results["size"]["wasm_raw"]
@@ -886,8 +887,9 @@ def markdown(results: dict) -> str:
         f"Machine: {m['cpu_model']}, {m['cores']} cores ({m['pinning']}). Shared with other work: only the",
         "ratios between variants measured side by side in this run mean something, not the absolute figures.",
         *([] if m["mode"] == "full" else [
-            "", f"**A {m['mode']} run ({m['rounds_done']} short rounds, {cold_starts(results)} fresh starts per "
-            "cold-start server): a check that the report renders, not figures to quote.**"]),
+            "", f"**A {m['mode']} run ({m['rounds_done']} short round{'s' if m['rounds_done'] != 1 else ''}, "
+            f"{cold_starts(results)} fresh start{'s' if cold_starts(results) != '1' else ''} per cold-start server): "
+            "a check that the report renders, not figures to quote.**"]),
         "",
         f"Saturation: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} for {m['sat_s']} s per round; fixed rate: "
         f"{fmt(m['fixed_rate'])} requests/s ({m['fixed_rate_rule']}) for {m['rate_s']} s per "

@@ -31,7 +31,9 @@
 //     default security headers added where missing; `x-request-id` set;
 //   * one console.log JSON line with the gateway's fields.
 // Refusals are the gateway's JSON error body with its codes and statuses. Other routes than
-// "public" are answered 404, as the gateway answers a path no route has.
+// "public" are answered 404, as the gateway answers a path no route has. URL-bearing values are
+// read with the runtime's URL parser, which (as a browser does) reads full-width dots in a host
+// as dots, where the gateway's refuses such a host and drops the header.
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]);
 const GATEWAY_OWNED = new Set(["forwarded", "x-real-ip", "x-request-id"]);
@@ -496,7 +498,8 @@ class Hiding {
       if (ip && this.hit({ ip }, portAfter(after.slice(close + 1)))) return true;
       rest = after.slice(close + 1);
     }
-    if (token.split(":").length > 2) {
+    const firstColon = token.indexOf(":");
+    if (firstColon >= 0 && token.indexOf(":", firstColon + 1) >= 0) {
       const whole = parseIpv6(token);
       const cut = token.lastIndexOf(":");
       const head = parseIpv6(token.slice(0, cut));
