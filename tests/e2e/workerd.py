@@ -72,7 +72,76 @@ class WorkerdError(RuntimeError):
     pass
 
 
-class Workerd:
+class LocalRuntime:
+    """What a locally run Worker offers a test, whatever runs it (`Workerd` here, `WranglerDev`
+    in wrangler_dev.py): a context manager, its address, its output. A subclass sets `error`,
+    `port`, `_stdout_path`/`_stderr_path` and `_final_stdout`/`_final_stderr`, and defines
+    `start()`, `stop()` and `output()`."""
+
+    error: type = RuntimeError
+    name = "the runtime"
+    port: Optional[int] = None
+    _stdout_path: Optional[Path] = None
+    _stderr_path: Optional[Path] = None
+    _final_stdout: Optional[str] = None
+    _final_stderr: Optional[str] = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise self.error(f"{self.name} is not running")
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    def log_lines(self) -> list[str]:
+        """The Worker's console lines so far (console.log, console.info, console.debug)."""
+        return self._lines(self._stdout_path, self._final_stdout)
+
+    def stderr_lines(self) -> list[str]:
+        """Lines on stderr so far: console.warn/console.error and the runtime's own messages."""
+        return self._lines(self._stderr_path, self._final_stderr)
+
+    def output(self) -> str:
+        """What a failure message shows of the runtime's output."""
+        return ("stdout:\n" + "\n".join(self.log_lines()[-50:]) + "\nstderr:\n"
+                + "\n".join(self.stderr_lines()[-50:]))
+
+    def wait_for_log(self, needle: str | re.Pattern, timeout: float = 5.0) -> str:
+        """The first log line containing `needle` (a substring or a compiled regex), waiting
+        for it up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log_lines():
+                if (needle.search(line) if isinstance(needle, re.Pattern) else needle in line):
+                    return line
+            if time.monotonic() >= deadline:
+                raise self.error(f"no log line matching {needle!r} within {timeout}s; "
+                                 + self.output()[-6000:])
+            time.sleep(0.02)
+
+    def _lines(self, path: Optional[Path], final: Optional[str]) -> list[str]:
+        text = final if final is not None else self._read(path)
+        return text.splitlines()
+
+    @staticmethod
+    def _read(path: Optional[Path]) -> str:
+        if path is None:
+            return ""
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Workerd(LocalRuntime):
     """One `workerd serve` process running the built Worker on 127.0.0.1."""
 
     def __init__(
@@ -107,22 +176,10 @@ class Workerd:
         self._final_stderr: Optional[str] = None
         self._finalizer: Optional[weakref.finalize] = None
 
+    error = WorkerdError
+    name = "workerd"
+
     # ----------------------------------------------------------------------------- lifecycle
-
-    def __enter__(self) -> "Workerd":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self.port is None:
-            raise WorkerdError("workerd is not running")
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str = "/") -> str:
-        return self.base_url + (path if path.startswith("/") else "/" + path)
 
     def start(self) -> "Workerd":
         if self.proc is not None:
@@ -183,45 +240,7 @@ class Workerd:
 
     # ----------------------------------------------------------------------------- logs
 
-    def log_lines(self) -> list[str]:
-        """Lines the Worker wrote to stdout so far (console.log, console.info, console.debug)."""
-        return self._lines(self._stdout_path, self._final_stdout)
-
-    def stderr_lines(self) -> list[str]:
-        """Lines on stderr so far: console.warn/console.error and workerd's own messages."""
-        return self._lines(self._stderr_path, self._final_stderr)
-
-    def wait_for_log(self, needle: str | re.Pattern, timeout: float = 5.0) -> str:
-        """The first stdout line containing `needle` (a substring or a compiled regex), waiting
-        for it up to `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log_lines():
-                if (needle.search(line) if isinstance(needle, re.Pattern) else needle in line):
-                    return line
-            if time.monotonic() >= deadline:
-                raise WorkerdError(
-                    f"no log line matching {needle!r} within {timeout}s; stdout:\n"
-                    + "\n".join(self.log_lines()[-50:])
-                    + "\nstderr:\n"
-                    + "\n".join(self.stderr_lines()[-50:])
-                )
-            time.sleep(0.02)
-
     # ----------------------------------------------------------------------------- internals
-
-    def _lines(self, path: Optional[Path], final: Optional[str]) -> list[str]:
-        text = final if final is not None else self._read(path)
-        return text.splitlines()
-
-    @staticmethod
-    def _read(path: Optional[Path]) -> str:
-        if path is None:
-            return ""
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def _modules(self, bundle_dir: Path) -> list[str]:
         """capnp module entries for the copied build, main module first."""

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
-from workerd import CONFIG_BINDING, REPO_ROOT, default_compatibility_date
+from workerd import CONFIG_BINDING, REPO_ROOT, LocalRuntime, default_compatibility_date
 
 WRANGLER = REPO_ROOT / "scripts" / "wrangler"
 MAIN_MODULE = REPO_ROOT / "worker" / "build" / "worker" / "shim.mjs"
@@ -83,7 +83,7 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)
 
 
-class WranglerDev:
+class WranglerDev(LocalRuntime):
     """One `wrangler dev` process group running the built Worker on 127.0.0.1."""
 
     def __init__(
@@ -119,22 +119,10 @@ class WranglerDev:
         self._final_stderr: Optional[str] = None
         self._finalizer: Optional[weakref.finalize] = None
 
+    error = WranglerDevError
+    name = "wrangler dev"
+
     # ----------------------------------------------------------------------------- lifecycle
-
-    def __enter__(self) -> "WranglerDev":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self.port is None:
-            raise WranglerDevError("wrangler dev is not running")
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str = "/") -> str:
-        return self.base_url + (path if path.startswith("/") else "/" + path)
 
     def start(self) -> "WranglerDev":
         if self.proc is not None:
@@ -205,27 +193,10 @@ class WranglerDev:
             return []
         return [line for line in lines[ready + 1:] if not WRANGLER_LINE.match(line)]
 
-    def stderr_lines(self) -> list[str]:
-        """wrangler's stderr so far (its warnings and errors, such as an uncaught exception)."""
-        return self._lines(self._stderr_path, self._final_stderr)
-
     def output(self) -> str:
         """All of wrangler's output so far, stdout then stderr, for failure messages."""
         return "\n".join(self._lines(self._stdout_path, self._final_stdout)
                          + ["--- stderr ---"] + self.stderr_lines())
-
-    def wait_for_log(self, needle: str | re.Pattern, timeout: float = 5.0) -> str:
-        """The first Worker log line containing `needle` (a substring or a compiled regex),
-        waiting for it up to `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log_lines():
-                if (needle.search(line) if isinstance(needle, re.Pattern) else needle in line):
-                    return line
-            if time.monotonic() >= deadline:
-                raise WranglerDevError(f"no log line matching {needle!r} within {timeout}s; output:\n"
-                                       + self.output()[-6000:])
-            time.sleep(0.02)
 
     # ----------------------------------------------------------------------------- internals
 
@@ -246,17 +217,7 @@ class WranglerDev:
         return text + self.extra_toml
 
     def _lines(self, path: Optional[Path], final: Optional[str]) -> list[str]:
-        text = final if final is not None else self._read(path)
-        return ANSI_COLOUR.sub("", text).splitlines()
-
-    @staticmethod
-    def _read(path: Optional[Path]) -> str:
-        if path is None:
-            return ""
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return [ANSI_COLOUR.sub("", line) for line in super()._lines(path, final)]
 
     def _failure(self, what: str) -> WranglerDevError:
         time.sleep(0.1)  # let a dying wrangler finish writing
