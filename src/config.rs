@@ -522,7 +522,7 @@ impl Config {
             )
             .chain(minting.iter().map(|m| m.header.clone()))
             .collect();
-        claim_headers.sort();
+        crate::sort::stable_sort(&mut claim_headers);
         claim_headers.dedup();
         let origin_names: Vec<&String> = raw.origins.keys().collect();
         let mut origins = Vec::with_capacity(raw.origins.len());
@@ -597,7 +597,7 @@ impl Config {
             Ok(_) => Err(ConfigErrors(problems.0)),
             Err(conflicts) => {
                 problems.0.extend(conflicts);
-                problems.0.sort_by(|a, b| a.path.cmp(&b.path));
+                crate::sort::stable_sort_by(&mut problems.0, |a, b| a.path.cmp(&b.path));
                 Err(ConfigErrors(problems.0))
             }
         }
@@ -620,7 +620,7 @@ fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
         }
     }
     for list in [&mut out.headers, &mut out.cookies] {
-        list.sort();
+        crate::sort::stable_sort(list);
         list.dedup();
     }
     out
