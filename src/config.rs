@@ -407,35 +407,61 @@ impl Problems {
 // ---------------------------------------------------------------------------------------------
 // Parsing and validation.
 
+/// The hint of a problem the JSON types found: not JSON at all, or JSON the config does not
+/// accept.
+fn read_hint(e: &serde_json::Error) -> &'static str {
+    if e.is_syntax() || e.is_eof() {
+        "the file is not valid JSON"
+    } else {
+        "see the config reference in README.md"
+    }
+}
+
+/// The config's JSON types read from the text; a problem found there has its JSON path.
+#[cfg(feature = "json-paths")]
+fn read_raw(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut path = String::from("$");
+        for segment in e.path().iter() {
+            use serde_path_to_error::Segment;
+            match segment {
+                Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    path = key_path(&path, key)
+                }
+                Segment::Unknown => {}
+            }
+        }
+        let inner = e.into_inner();
+        ConfigErrors(vec![ConfigError {
+            path,
+            message: inner.to_string(),
+            hint: Some(read_hint(&inner).to_string()),
+        }])
+    })
+}
+
+/// The config's JSON types read from the text, without path tracking (the Worker's build): a
+/// problem found there is located by line and column, and `portcullis check` gives its path.
+#[cfg(not(feature = "json-paths"))]
+fn read_raw(text: &str) -> Result<RawConfig, ConfigErrors> {
+    serde_json::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: "$".to_string(),
+            message: e.to_string(),
+            hint: Some(format!(
+                "{}; run `portcullis check` on it for every problem with its JSON path",
+                read_hint(&e)
+            )),
+        }])
+    })
+}
+
 impl Config {
     /// Parses and validates a config. See the module docs.
     pub fn from_json(text: &str) -> Result<Config, ConfigErrors> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let mut path = String::from("$");
-            for segment in e.path().iter() {
-                use serde_path_to_error::Segment;
-                match segment {
-                    Segment::Seq { index } => path.push_str(&format!("[{index}]")),
-                    Segment::Map { key } | Segment::Enum { variant: key } => {
-                        path = key_path(&path, key)
-                    }
-                    Segment::Unknown => {}
-                }
-            }
-            let inner = e.into_inner();
-            let hint = if inner.is_syntax() || inner.is_eof() {
-                "the file is not valid JSON"
-            } else {
-                "see the config reference in README.md"
-            };
-            ConfigErrors(vec![ConfigError {
-                path,
-                message: inner.to_string(),
-                hint: Some(hint.to_string()),
-            }])
-        })?;
-        Self::validate(raw)
+        Self::validate(read_raw(text)?)
     }
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
@@ -496,7 +522,7 @@ impl Config {
             )
             .chain(minting.iter().map(|m| m.header.clone()))
             .collect();
-        claim_headers.sort();
+        crate::sort::stable_sort(&mut claim_headers);
         claim_headers.dedup();
         let origin_names: Vec<&String> = raw.origins.keys().collect();
         let mut origins = Vec::with_capacity(raw.origins.len());
@@ -571,7 +597,7 @@ impl Config {
             Ok(_) => Err(ConfigErrors(problems.0)),
             Err(conflicts) => {
                 problems.0.extend(conflicts);
-                problems.0.sort_by(|a, b| a.path.cmp(&b.path));
+                crate::sort::stable_sort_by(&mut problems.0, |a, b| a.path.cmp(&b.path));
                 Err(ConfigErrors(problems.0))
             }
         }
@@ -594,7 +620,7 @@ fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
         }
     }
     for list in [&mut out.headers, &mut out.cookies] {
-        list.sort();
+        crate::sort::stable_sort(list);
         list.dedup();
     }
     out

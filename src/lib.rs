@@ -22,6 +22,7 @@ pub mod query;
 pub mod request;
 pub mod request_id;
 pub mod router;
+mod sort;
 pub mod sso;
 pub mod template;
 pub mod upstream;

@@ -166,7 +166,7 @@ impl RouteTable {
                 errors.push(e);
             }
         }
-        table.suffix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        crate::sort::stable_sort_by(&mut table.suffix, |a, b| b.0.len().cmp(&a.0.len()));
         if errors.is_empty() {
             Ok(table)
         } else {

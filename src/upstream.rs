@@ -169,7 +169,7 @@ impl PoolState {
                             )
                         })
                         .collect();
-                    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    crate::sort::stable_sort_by(&mut scored, |a, b| b.0.total_cmp(&a.0));
                     scored.into_iter().map(|(_, i)| i).collect()
                 }
                 (Balance::First, _) => group,
@@ -183,7 +183,9 @@ impl PoolState {
         let mut ejected: Vec<usize> = (0..origin.servers.len())
             .filter(|&i| self.is_ejected(i, now_ms))
             .collect();
-        ejected.sort_by_key(|&i| self.servers[i].ejected_at);
+        crate::sort::stable_sort_by(&mut ejected, |&a, &b| {
+            self.servers[a].ejected_at.cmp(&self.servers[b].ejected_at)
+        });
         order.extend(ejected);
         order
     }

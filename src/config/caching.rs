@@ -138,7 +138,7 @@ pub(super) fn cache_rule(
             Some("\"key\": { \"claims\": [\"sub\"] }: otherwise one caller's response could reach another"),
         );
     }
-    query.sort();
+    crate::sort::stable_sort(&mut query);
     query.dedup();
     if problems.0.len() != before {
         return None;

@@ -191,6 +191,27 @@ def test_an_invalid_gateway_config_answers_500_on_every_request(users):
         assert "$.routes[0].origin" in logs
 
 
+def test_a_config_the_json_types_refuse_is_logged_with_its_line_and_the_advice_to_run_check(users):
+    # The Worker is built without the JSON path of such a problem (the core's `json-paths`
+    # feature): it names the problem, where in the text, and that `portcullis check` gives the path.
+    bad = ('{"origins": {"users": {"servers": [{"url": "' + users.url + '"}]}},\n'
+           ' "routes": [{"name": "r", "path": "/x", "origin": "users", "bogus_field": 1}]}')
+    before = users.count()
+    with Workerd(bad) as wd:
+        for path in ["/x", "/"]:
+            assert_error(send(wd.base_url, "GET", path), 500, "config_invalid")
+        assert users.count(before) == 0
+        logs = "\n".join(wd.log_lines() + wd.stderr_lines())
+        assert "config_invalid" in logs
+        assert "unknown field `bogus_field`" in logs
+        assert "line 2 column" in logs
+        assert "run `portcullis check`" in logs
+    with Workerd('{"origins": {}, "routes": [') as wd:
+        assert_error(send(wd.base_url, "GET", "/x"), 500, "config_invalid")
+        logs = "\n".join(wd.log_lines() + wd.stderr_lines())
+        assert "the file is not valid JSON" in logs and "run `portcullis check`" in logs
+
+
 def test_without_gateway_config_the_embedded_routes_json_is_used():
     with Workerd(None) as wd:
         assert_error(send(wd.base_url, "GET", "/definitely/not/a/route"), 404, "no_route")
