@@ -497,18 +497,18 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
                 exchange.purged(purged);
             }
             Step::Sso { request: sso, head } => {
-                let answer = isolate
-                    .sso
-                    .answer(
-                        gateway,
-                        &isolate.auth,
-                        sso.clone(),
-                        &head.url,
-                        &head.headers,
-                        &env,
-                        &request_id,
-                    )
-                    .await;
+                // Boxed: the code of the paths a public request never takes stays out of this
+                // function (smaller to compile on an isolate's first request).
+                let answer = Box::pin(isolate.sso.answer(
+                    gateway,
+                    &isolate.auth,
+                    sso.clone(),
+                    &head.url,
+                    &head.headers,
+                    &env,
+                    &request_id,
+                ))
+                .await;
                 exchange.answered(answer);
             }
             Step::Authenticate { matched, head } => match &matched.auth {
@@ -519,15 +519,15 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
                     redirect,
                 } => {
                     let (sso, optional, redirect) = (*sso, *optional, *redirect);
-                    let session = isolate.sso.session(gateway, sso, cookies, &env).await;
+                    let session = Box::pin(isolate.sso.session(gateway, sso, cookies, &env)).await;
                     match session {
                         Err((AuthError::NoSession(_), _)) if redirect && !optional => {
                             let url = head.url.clone();
                             let accept = head.header("accept").map(str::to_string);
-                            let answer = match isolate
-                                .sso
-                                .start_login(gateway, sso, &url, None, &env)
-                                .await
+                            let answer = match Box::pin(
+                                isolate.sso.start_login(gateway, sso, &url, None, &env),
+                            )
+                            .await
                             {
                                 Ok(answer) => answer,
                                 Err(r) => crate::sso::Answer::error(
@@ -547,14 +547,15 @@ pub async fn handle(request: Request, env: Env, ctx: Context) -> Response {
                     }
                 }
                 _ => {
-                    let outcome = isolate.auth.authenticate(gateway, matched, &env, now).await;
+                    let outcome =
+                        Box::pin(isolate.auth.authenticate(gateway, matched, &env, now)).await;
                     exchange.authenticated(outcome);
                 }
             },
             Step::Mint { identity, aud } => {
                 let identity = identity.clone();
                 let aud = aud.to_string();
-                let token = isolate.sso.mint(gateway, &identity, &aud, &env).await;
+                let token = Box::pin(isolate.sso.mint(gateway, &identity, &aud, &env)).await;
                 exchange.minted(token);
             }
             Step::RateLimit { binding, key } => {
