@@ -75,12 +75,16 @@ class WorkerdError(RuntimeError):
 class LocalRuntime:
     """What a locally run Worker offers a test, whatever runs it (`Workerd` here, `WranglerDev`
     in wrangler_dev.py): a context manager, its address, its output. A subclass sets `error`,
-    `port`, `_stdout_path`/`_stderr_path` and `_final_stdout`/`_final_stderr`, and defines
-    `start()`, `stop()` and `output()`."""
+    `port`, `proc`, `dir`, `keep_dir`, `_finalizer`, `_stdout_path`/`_stderr_path` and
+    `_final_stdout`/`_final_stderr`, and defines `start()` and `_end(proc)`."""
 
     error: type = RuntimeError
     name = "the runtime"
     port: Optional[int] = None
+    proc: Optional[subprocess.Popen] = None
+    dir: Optional[Path] = None
+    keep_dir = False
+    _finalizer: Optional[weakref.finalize] = None
     _stdout_path: Optional[Path] = None
     _stderr_path: Optional[Path] = None
     _final_stdout: Optional[str] = None
@@ -100,6 +104,22 @@ class LocalRuntime:
 
     def url(self, path: str = "/") -> str:
         return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    def stop(self) -> None:
+        """Ends the process (`_end`), keeps its output for `log_lines()` and removes its
+        directory (unless `keep_dir`)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            self._end(proc)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+        if self.dir is not None:
+            self._final_stdout = self._read(self._stdout_path)
+            self._final_stderr = self._read(self._stderr_path)
+            if not self.keep_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        self.port = None
 
     def log_lines(self) -> list[str]:
         """The Worker's console lines so far (console.log, console.info, console.debug)."""
@@ -224,19 +244,8 @@ class Workerd(LocalRuntime):
             os.close(control_r)
         return self
 
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            _kill(proc)
-            if self._finalizer is not None:
-                self._finalizer.detach()
-        if self.dir is not None:
-            self._final_stdout = self._read(self._stdout_path)
-            self._final_stderr = self._read(self._stderr_path)
-            if not self.keep_dir:
-                shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-        self.port = None
+    def _end(self, proc: subprocess.Popen) -> None:
+        _kill(proc)
 
     # ----------------------------------------------------------------------------- logs
 

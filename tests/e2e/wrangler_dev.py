@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -168,19 +167,8 @@ class WranglerDev(LocalRuntime):
             raise
         return self
 
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            _kill_group(proc)
-            if self._finalizer is not None:
-                self._finalizer.detach()
-        if self.dir is not None:
-            self._final_stdout = self._read(self._stdout_path)
-            self._final_stderr = self._read(self._stderr_path)
-            if not self.keep_dir:
-                shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-        self.port = None
+    def _end(self, proc: subprocess.Popen) -> None:
+        _kill_group(proc)
 
     # ----------------------------------------------------------------------------- logs
 
