@@ -416,6 +416,12 @@ def _self_check() -> None:
         q = urlencode({"response_type": "code", "client_id": "portcullis", "redirect_uri": redirect,
                        "scope": "openid email profile", "state": "st-1", "nonce": "n-1",
                        "code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256"})
+
+        def new_code() -> str:
+            """A fresh authorization code for the same request."""
+            _, h, _ = req(idp, "GET", "/authorize?" + q)
+            return parse_qs(urlsplit(h["location"]).query)["code"][0]
+
         st, h, _ = req(idp, "GET", "/authorize?" + q)
         assert st == 302 and h["location"].startswith(redirect + "?"), (st, h)
         back = {k: v[0] for k, v in parse_qs(urlsplit(h["location"]).query).items()}
@@ -440,26 +446,22 @@ def _self_check() -> None:
         # bad PKCE, bad client secret, bad redirect_uri, and client_secret_post
         for change, want in [({"code_verifier": b64(os.urandom(32))}, (400, "invalid_grant")),
                              ({"redirect_uri": redirect + "x"}, (400, "invalid_grant"))]:
-            st, h, _ = req(idp, "GET", "/authorize?" + q)
-            code = parse_qs(urlsplit(h["location"]).query)["code"][0]
+            code = new_code()
             st, _, body = req(idp, "POST", "/token", urlencode({**form, "code": code, **change}), ct)
             assert (st, json.loads(body)["error"]) == want, (change, st, body)
-        st, h, _ = req(idp, "GET", "/authorize?" + q)
-        code = parse_qs(urlsplit(h["location"]).query)["code"][0]
+        code = new_code()
         bad = {**ct, "authorization": "Basic " + base64.b64encode(b"portcullis:nope").decode()}
         st, _, body = req(idp, "POST", "/token", urlencode({**form, "code": code}), bad)
         assert st == 401 and json.loads(body)["error"] == "invalid_client"
         idp.token_auth = "client_secret_post"
-        st, h, _ = req(idp, "GET", "/authorize?" + q)
-        code = parse_qs(urlsplit(h["location"]).query)["code"][0]
+        code = new_code()
         st, _, body = req(idp, "POST", "/token",
                           urlencode({**form, "code": code, "client_secret": "portcullis-client-secret"}),
                           {"content-type": "application/x-www-form-urlencoded"})
         assert st == 200, body
         # one-shot overrides
         idp.next_id_token_claims = {"nonce": "wrong", "email": None}
-        st, h, _ = req(idp, "GET", "/authorize?" + q)
-        code = parse_qs(urlsplit(h["location"]).query)["code"][0]
+        code = new_code()
         st, _, body = req(idp, "POST", "/token",
                           urlencode({**form, "code": code, "client_secret": "portcullis-client-secret"}),
                           {"content-type": "application/x-www-form-urlencoded"})
@@ -467,8 +469,7 @@ def _self_check() -> None:
         assert claims["nonce"] == "wrong" and "email" not in claims
         assert idp.next_id_token_claims == {}
         idp.next_id_token_claims = {"sub": JSON_NULL}
-        st, h, _ = req(idp, "GET", "/authorize?" + q)
-        code = parse_qs(urlsplit(h["location"]).query)["code"][0]
+        code = new_code()
         st, _, body = req(idp, "POST", "/token",
                           urlencode({**form, "code": code, "client_secret": "portcullis-client-secret"}),
                           {"content-type": "application/x-www-form-urlencoded"})
