@@ -323,6 +323,11 @@ impl<'g> Exchange<'g> {
         Answer::error(error, &self.request_id, None, Vec::new(), detail)
     }
 
+    /// The request's id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
     /// The next step. Call it again after giving each step's result.
     pub fn poll(&mut self) -> Step<'_> {
         loop {

@@ -10,9 +10,9 @@ Standard library only. Typical use:
 
 What it sets up, in a fresh temporary directory:
 
-* a copy of worker-build's output (worker/build by default): every .js/.mjs file as an ES
-  module, every .wasm file as a Wasm module, the main module first (worker/shim.mjs, the file
-  wrangler.toml's `main` names, else index.js);
+* a copy of scripts/build-worker's output (worker/build by default): every .js/.mjs file as an
+  ES module, every .wasm file as a Wasm module, the main module first (index.js, the file
+  wrangler.toml's `main` names);
 * the text binding GATEWAY_CONFIG, embedded from config.json (absent when config_json is None),
   plus any further text bindings given;
 * a `globalOutbound` network service allowing "public", "private" and "local" addresses, so
@@ -51,7 +51,7 @@ CACHE_SERVICE_JS = HERE / "cache_service.js"
 WRANGLER_TOML = REPO_ROOT / "wrangler.toml"
 
 CONFIG_BINDING = "GATEWAY_CONFIG"
-MAIN_MODULE_CANDIDATES = ("worker/shim.mjs", "index.js")
+MAIN_MODULE_CANDIDATES = ("index.js",)
 
 
 def default_compatibility_date() -> str:

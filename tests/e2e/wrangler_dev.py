@@ -16,7 +16,7 @@ here as well as under workerd (see conftest.py, `under_each_runtime`).
 What it sets up, in a fresh temporary directory (also HOME, so nothing is read from or written
 to the user's wrangler state):
 
-* a wrangler.toml whose `main` is the already-built Worker (worker/build/worker/shim.mjs; no
+* a wrangler.toml whose `main` is the already-built Worker (worker/build/index.js; no
   [build] step runs), with the compatibility date of the repository's wrangler.toml;
 * GATEWAY_CONFIG in [vars] (absent when config_json is None), plus any further vars given as
   `text_bindings` (as `Workerd` takes them), [[ratelimits]] bindings, and raw TOML for others;
@@ -49,7 +49,7 @@ from typing import Iterable, Mapping, Optional
 from workerd import CONFIG_BINDING, REPO_ROOT, LocalRuntime, default_compatibility_date
 
 WRANGLER = REPO_ROOT / "scripts" / "wrangler"
-MAIN_MODULE = REPO_ROOT / "worker" / "build" / "worker" / "shim.mjs"
+MAIN_MODULE = REPO_ROOT / "worker" / "build" / "index.js"
 
 READY = re.compile(r"Ready on http://127\.0\.0\.1:(\d+)")
 # wrangler's own lines on stdout; everything else after the Ready line is the Worker's.

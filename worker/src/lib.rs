@@ -1,22 +1,13 @@
-//! Portcullis as a Cloudflare Worker. The entry point only hands the request to the adapter.
+//! Portcullis as a Cloudflare Worker. The Worker's entry is JavaScript (`worker/js/entry.mjs`):
+//! it does the runtime's I/O and calls this crate's exports ([`flow`]) once per step.
 
-mod adapter;
 mod auth;
-mod cache;
+mod flow;
 mod sso;
 
-use worker::{event, Context, Env};
+use worker::event;
 
 #[event(start)]
-fn start() {
+fn panic_hook() {
     console_error_panic_hook::set_once();
-}
-
-#[event(fetch)]
-async fn fetch(
-    request: web_sys::Request,
-    env: Env,
-    ctx: Context,
-) -> worker::Result<web_sys::Response> {
-    Ok(adapter::handle(request, env, ctx).await)
 }
