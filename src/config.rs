@@ -17,6 +17,8 @@ use crate::auth::policy::{validate_policy, validate_route_auth, RawPolicy, RawRo
 use crate::auth::{Policy, RouteAuth};
 use crate::headers::{is_hop_by_hop, is_valid_header_name, is_valid_header_value};
 use crate::path;
+use crate::problems::{bounded, is_identifier, key_path, Problems};
+pub use crate::problems::{ConfigError, ConfigErrors};
 use crate::router::RouteTable;
 use crate::sso::{Minting, Sso};
 use crate::template::{Syntax, Template};
@@ -335,75 +337,6 @@ impl Route {
 // ---------------------------------------------------------------------------------------------
 // Errors.
 
-/// One problem in a config, at a JSON path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where: `$.routes[2].origin`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it.
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
-
-/// Every problem found in a config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        write!(
-            f,
-            "the config has {n} problem{}:",
-            if n == 1 { "" } else { "s" }
-        )?;
-        for e in &self.0 {
-            write!(f, "\n  {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// JSON path building: `$.a.b[0]`, with `["..."]` for keys that are not plain identifiers.
-pub(crate) fn key_path(base: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        && !key.starts_with(|c: char| c.is_ascii_digit());
-    if plain {
-        format!("{base}.{key}")
-    } else {
-        format!("{base}[{}]", Value::String(key.to_string()))
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Problems(pub(crate) Vec<ConfigError>);
-
-impl Problems {
-    pub(crate) fn add(&mut self, path: String, message: impl Into<String>, hint: Option<&str>) {
-        self.0.push(ConfigError {
-            path,
-            message: message.into(),
-            hint: hint.map(str::to_string),
-        });
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parsing and validation.
 
@@ -604,7 +537,6 @@ impl Config {
     }
 }
 
-/// Reads an optional integer field within `range`, or reports it.
 /// Where the config's policies and `sso` entries read credentials from (see [`Config::credentials`]).
 fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
     use crate::auth::policy::TokenSource;
@@ -624,28 +556,6 @@ fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
         list.dedup();
     }
     out
-}
-
-pub(crate) fn bounded(
-    value: Option<u64>,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-    at: String,
-    what: &str,
-    problems: &mut Problems,
-) -> u64 {
-    match value {
-        None => default,
-        Some(v) if range.contains(&v) => v,
-        Some(_) => {
-            problems.add(
-                at,
-                format!("must be between {} and {}", range.start(), range.end()),
-                Some(what),
-            );
-            default
-        }
-    }
 }
 
 fn validate_origin(name: &str, raw: &RawOrigin, at: &str, problems: &mut Problems) -> Origin {
@@ -991,14 +901,6 @@ pub(crate) fn path_params(path: &str) -> Vec<String> {
         rest = &rest[start + end + 1..];
     }
     params
-}
-
-/// A Worker binding or secret name: a letter or `_`, then letters, digits and `_`.
-pub(crate) fn is_identifier(name: &str) -> bool {
-    name.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A list of methods: not empty, upper case, no repeats.

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod path;
 pub mod policy;
+pub mod problems;
 pub mod query;
 pub mod request;
 pub mod request_id;

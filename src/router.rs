@@ -13,7 +13,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::{ConfigError, HostPattern, Route};
+use crate::config::{HostPattern, Route};
+use crate::problems::ConfigError;
 
 /// The routes that share one host group and one path, and so one matchit entry.
 #[derive(Debug, Default)]

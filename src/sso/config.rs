@@ -10,8 +10,9 @@ use crate::auth::policy::{
     DEFAULT_MIN_REFETCH_S,
 };
 use crate::auth::{Alg, AuthUse, Policy};
-use crate::config::{bounded, is_identifier, HostPattern, Problems, Route};
+use crate::config::{HostPattern, Route};
 use crate::path;
+use crate::problems::{bounded, is_identifier, key_path, Problems};
 
 /// Defaults of the `sso` fields.
 pub const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
@@ -652,7 +653,7 @@ pub(crate) fn route_hosts(
         }
         if report && hosts.is_empty() {
             problems.add(
-                format!("{}.redirect_uri", crate::config::key_path("$.sso", &entry.name)),
+                format!("{}.redirect_uri", key_path("$.sso", &entry.name)),
                 "no redirect_uri, and no route that uses this entry has a host: the redirect URI would follow whatever Host a request carries",
                 Some("set redirect_uri, or give the routes that use this entry a host"),
             );
