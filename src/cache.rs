@@ -26,7 +26,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::auth::Identity;
-use crate::headers::{first as header, same_name};
+use crate::http::{first as header, same_name};
 use crate::query;
 use crate::request::Head;
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::auth::policy::{validate_policy, validate_route_auth, RawPolicy, RawRouteAuth};
 use crate::auth::{Policy, RouteAuth};
-use crate::headers::{is_hop_by_hop, is_valid_header_name, is_valid_header_value};
+use crate::http::{is_valid_header_name, is_valid_header_value, method_list, validate_header_name};
 use crate::path;
 use crate::problems::{bounded, is_identifier, key_path, Problems};
 pub use crate::problems::{ConfigError, ConfigErrors};
@@ -903,36 +903,6 @@ pub(crate) fn path_params(path: &str) -> Vec<String> {
     params
 }
 
-/// A list of methods: not empty, upper case, no repeats.
-fn method_list(list: &[String], at: &str, problems: &mut Problems) -> Vec<String> {
-    if list.is_empty() {
-        problems.add(
-            at.to_string(),
-            "the list of methods must not be empty",
-            Some("leave the field out for the default"),
-        );
-    }
-    let mut out: Vec<String> = Vec::new();
-    for (i, m) in list.iter().enumerate() {
-        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-            problems.add(
-                format!("{at}[{i}]"),
-                format!("\"{m}\" is not an upper-case HTTP method"),
-                Some("methods are case-sensitive: write \"GET\", \"POST\", ..."),
-            );
-        } else if out.contains(m) {
-            problems.add(
-                format!("{at}[{i}]"),
-                format!("\"{m}\" is listed twice"),
-                None,
-            );
-        } else {
-            out.push(m.clone());
-        }
-    }
-    out
-}
-
 /// The names a route's `auth.use` may give.
 struct AuthNames<'a> {
     policies: &'a [&'a String],
@@ -1149,23 +1119,6 @@ fn validate_rewrite(
             }
         }
     }
-}
-
-fn validate_header_name(name: &str, at: String, problems: &mut Problems, for_value: bool) -> bool {
-    if !is_valid_header_name(name) {
-        problems.add(at, format!("\"{name}\" is not a valid header name"), None);
-        return false;
-    }
-    let lower = name.to_ascii_lowercase();
-    if for_value && (is_hop_by_hop(&lower) || lower == "host" || lower == "content-length") {
-        problems.add(
-            at,
-            format!("the gateway manages \"{name}\" itself; it cannot be set"),
-            Some("hop-by-hop headers, host and content-length belong to the connection"),
-        );
-        return false;
-    }
-    true
 }
 
 fn validate_header_rules(

@@ -11,7 +11,8 @@ use crate::auth::{token, AuthError, AuthUse, Identity, Prepared, RouteAuth};
 use crate::cache;
 use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
 use crate::error::GatewayError;
-use crate::headers::{self, first as header, Forwarding, HeaderList, PublicSide};
+use crate::headers::{self, Forwarding, PublicSide};
+use crate::http::{self, first as header, HeaderList};
 use crate::path;
 use crate::policy::{self, Preflight};
 use crate::request::{Head, ReadError};
@@ -202,7 +203,7 @@ pub fn cookies<'a>(
     headers
         .iter()
         .filter(|(n, _)| n == "cookie")
-        .flat_map(|(_, v)| headers::cookie_pairs(v))
+        .flat_map(|(_, v)| http::cookie_pairs(v))
         .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
 }
@@ -215,7 +216,7 @@ pub fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
     headers
         .iter()
         .filter(|(n, _)| n == "cookie")
-        .flat_map(|(_, v)| headers::cookie_pairs(v))
+        .flat_map(|(_, v)| http::cookie_pairs(v))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
@@ -534,7 +535,7 @@ impl Gateway {
             )
         };
         let headers = headers::request_plan(&head.headers, &fwd, &route.request_headers, lookup);
-        let headers = headers::without_cookies(headers, &cfg.sso_cookies);
+        let headers = http::without_cookies(headers, &cfg.sso_cookies);
         ForwardPlan {
             route: index,
             method: head.method.clone(),

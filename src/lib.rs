@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod headers;
+pub mod http;
 pub mod lifecycle;
 pub mod log;
 pub mod path;

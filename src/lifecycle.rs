@@ -26,7 +26,7 @@ use crate::error::GatewayError;
 use crate::gateway::{
     AdminRequest, AuthStep, CacheStep, ForwardPlan, Gateway, Incoming, Matched, Refusal,
 };
-use crate::headers::HeaderList;
+use crate::http::HeaderList;
 use crate::log::{Attempt, AuthLog, LogLine};
 use crate::policy::Limited;
 use crate::request::Head;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::jwk::KeySet;
-use crate::headers::{can_carry_identity, is_valid_header_name};
+use crate::http::{can_carry_identity, is_valid_header_name};
 use crate::problems::{key_path, Problems};
 
 /// The default cap on a token's length, in bytes.

@@ -3,8 +3,9 @@
 
 use serde::Deserialize;
 
-use super::{is_identifier, validate_header_name, Problems};
+use super::{is_identifier, Problems};
 use crate::cache::CacheRule;
+use crate::http::validate_header_name;
 use crate::path;
 
 #[derive(Debug, Deserialize)]

@@ -4,8 +4,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{is_identifier, key_path, method_list, validate_header_name, Problems};
-use crate::headers::is_valid_header_value;
+use super::{is_identifier, key_path, Problems};
+use crate::http::is_valid_header_value;
+use crate::http::{method_list, validate_header_name};
 use crate::policy::{
     AllowedOrigin, Cidr, Cors, IpRules, RateKey, RateLimit, SizeLimits, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_URL_BYTES,
@@ -323,7 +324,7 @@ pub(super) fn route_policy(
         let key = match r.key.split_once(':') {
             None if r.key == "client_ip" => Some(RateKey::ClientIp),
             None if r.key == "route" => Some(RateKey::Route),
-            Some(("header", name)) if crate::headers::is_valid_header_name(name) => {
+            Some(("header", name)) if crate::http::is_valid_header_name(name) => {
                 Some(RateKey::Header(name.to_ascii_lowercase()))
             }
             Some(("claim", name)) if !name.is_empty() && has_auth => {

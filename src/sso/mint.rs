@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::b64;
 use crate::auth::Identity;
-use crate::headers::can_carry_identity;
+use crate::http::can_carry_identity;
 use crate::problems::{bounded, is_identifier, Problems};
 
 pub const DEFAULT_MINT_TTL_S: u64 = 60;
