@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::auth::{token, AuthError, AuthUse, Identity, Prepared, RouteAuth};
 use crate::cache;
-use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
+use crate::config::{Config, Rewrite, Route};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding, PublicSide};
 use crate::http::{self, first as header, HeaderList};
@@ -18,6 +18,7 @@ use crate::policy::{self, Preflight};
 use crate::request::{Head, ReadError};
 use crate::router::Lookup;
 use crate::template::Var;
+use crate::upstream::{Balance, HashOn, Origin, Server};
 
 /// The parts of a request the gateway decides on.
 #[derive(Debug, Clone, Copy)]
