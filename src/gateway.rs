@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use crate::auth::{token, AuthError, AuthUse, Identity, Prepared, RouteAuth};
 use crate::cache;
-use crate::config::{Config, Rewrite, Route};
+use crate::config::{Config, Route};
 use crate::error::GatewayError;
-use crate::headers::{self, Forwarding, PublicSide};
+use crate::headers::{self, Forwarding, PublicSide, Rewrite};
 use crate::http::{self, first as header, HeaderList};
 use crate::path;
 use crate::policy::{self, Preflight};

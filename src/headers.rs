@@ -4,12 +4,15 @@
 //! Both plans take the header list as it arrived and return the complete list to send, so the
 //! adapter crosses into the runtime once per direction, whatever the number of headers.
 
-use crate::config::{HeaderRules, Rewrite, Server};
 use crate::http::{canonical_name, is_gateway_owned, is_hop_by_hop, same_name};
 pub use crate::http::{first, HeaderList};
 use crate::template::Var;
+use crate::upstream::Server;
 
+mod config;
 mod hiding;
+pub(crate) use config::{validate_header_rules, validate_rewrite, RawHeaderRules, RawRewrite};
+pub use config::{HeaderRules, Rewrite};
 pub use hiding::Hidden;
 use hiding::Hiding;
 
