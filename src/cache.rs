@@ -30,6 +30,9 @@ use crate::http::{first as header, same_name};
 use crate::query;
 use crate::request::Head;
 
+pub(crate) mod config;
+pub use config::Admin;
+
 /// A route's cache rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheRule {

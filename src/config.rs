@@ -18,7 +18,7 @@ use crate::headers::{validate_header_rules, validate_rewrite, RawHeaderRules, Ra
 pub use crate::headers::{HeaderRules, Rewrite};
 use crate::http::method_list;
 use crate::path;
-use crate::problems::{is_identifier, key_path, Problems};
+use crate::problems::{key_path, Problems};
 pub use crate::problems::{ConfigError, ConfigErrors};
 use crate::router::RouteTable;
 use crate::sso::{Minting, Sso};
@@ -29,10 +29,10 @@ pub use crate::upstream::{
     DEFAULT_REPLAY_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
 
-mod caching;
-mod edge;
-pub use caching::Admin;
-pub use edge::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
+use crate::cache::config as caching;
+pub use crate::cache::Admin;
+use crate::policy::config as edge;
+pub use crate::policy::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
 
 // ---------------------------------------------------------------------------------------------
 // Raw wire types: what the JSON may say. Unknown fields are errors.

@@ -17,6 +17,9 @@ use std::net::IpAddr;
 
 use crate::error::GatewayError;
 
+pub(crate) mod config;
+pub use config::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
+
 /// An IPv4 or IPv6 network, kept as an IPv6 one (IPv4 as `::ffff:a.b.c.d/96+n`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
