@@ -7,7 +7,6 @@
 //! ignored.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,7 +19,8 @@ use crate::http::method_list;
 use crate::path;
 use crate::problems::{key_path, Problems};
 pub use crate::problems::{ConfigError, ConfigErrors};
-use crate::router::RouteTable;
+pub use crate::router::HostPattern;
+use crate::router::{validate_host, RouteTable, Routed};
 use crate::sso::{Minting, Sso};
 use crate::upstream::{validate_origin, RawOrigin};
 pub use crate::upstream::{
@@ -106,34 +106,6 @@ pub struct Config {
     pub(crate) table: RouteTable,
 }
 
-/// A host pattern of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// `api.example.com`, lower case.
-    Exact(String),
-    /// `*.example.com`, kept as the suffix `.example.com`: any host ending with it, at any depth.
-    Suffix(String),
-}
-
-impl HostPattern {
-    /// Whether `host` (lower case, without port) matches.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
-        }
-    }
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostPattern::Exact(h) => f.write_str(h),
-            HostPattern::Suffix(s) => write!(f, "*{s}"),
-        }
-    }
-}
-
 /// A route.
 #[derive(Debug)]
 pub struct Route {
@@ -158,9 +130,22 @@ pub struct Route {
 impl Route {
     /// Whether this route serves `method`.
     pub fn allows(&self, method: &str) -> bool {
-        self.methods
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == method))
+        Routed::allows(self, method)
+    }
+}
+
+impl Routed for Route {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn host(&self) -> Option<&HostPattern> {
+        self.host.as_ref()
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn methods(&self) -> Option<&[String]> {
+        self.methods.as_deref()
     }
 }
 
@@ -386,34 +371,6 @@ fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
         list.dedup();
     }
     out
-}
-
-fn validate_host(text: &str, at: String, problems: &mut Problems) -> Option<HostPattern> {
-    let host = text.to_ascii_lowercase();
-    let (wildcard, name) = match host.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, host.as_str()),
-    };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.is_empty() || !name.split('.').all(label_ok) {
-        problems.add(
-            at,
-            format!("\"{text}\" is not a host name or a \"*.suffix\" pattern"),
-            Some("write \"api.example.com\" or \"*.example.com\", without scheme or port"),
-        );
-        return None;
-    }
-    Some(if wildcard {
-        HostPattern::Suffix(format!(".{name}"))
-    } else {
-        HostPattern::Exact(name.to_string())
-    })
 }
 
 /// The parameter names of a matchit route path: `{id}` and `{*rest}` give `id` and `rest`.
