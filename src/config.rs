@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::policy::{validate_policy, validate_route_auth, RawPolicy, RawRouteAuth};
-use crate::auth::{Policy, RouteAuth};
+use crate::auth::{AuthUse, Policy, RouteAuth};
 use crate::headers::{validate_header_rules, validate_rewrite, RawHeaderRules, RawRewrite};
 pub use crate::headers::{HeaderRules, Rewrite};
 use crate::http::method_list;
@@ -302,7 +302,20 @@ impl Config {
         }
 
         let complete = sso.len() == sso_names.len() && routes.len() == raw.routes.len();
-        crate::sso::config::route_hosts(&mut sso, &routes, complete, &mut problems);
+        let route_hosts: Vec<(usize, &HostPattern)> = routes
+            .iter()
+            .filter_map(|route| match (&route.auth, &route.host) {
+                (
+                    Some(RouteAuth {
+                        uses: AuthUse::Session { sso, .. },
+                        ..
+                    }),
+                    Some(host),
+                ) => Some((*sso, host)),
+                _ => None,
+            })
+            .collect();
+        crate::sso::config::route_hosts(&mut sso, &route_hosts, complete, &mut problems);
 
         if let Some(admin) = &admin {
             for (i, route) in routes.iter().enumerate() {

@@ -556,7 +556,7 @@ impl<'g> Exchange<'g> {
         self.state = match result.error {
             Some(e) => {
                 let error = if self.html_errors {
-                    crate::sso::session_refusal(e)
+                    crate::error::session_refusal(e)
                 } else {
                     GatewayError::Auth(e)
                 };
