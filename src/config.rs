@@ -5,6 +5,14 @@
 //! every problem it found, each with the JSON path of the offending value and a hint. Fields that
 //! belong to features not built yet are refused as "not supported yet", never accepted and
 //! ignored.
+//!
+//! This module assembles: each section's raw types, validation and validated types live with the
+//! phase that owns them (`origins` in [`crate::upstream`], `auth` in [`crate::auth`], `sso` and
+//! `identity` in [`crate::sso`], `settings` and a route's edge policy in [`crate::policy`],
+//! `admin` and a route's `cache` in [`crate::cache`], a route's `rewrite` and header rules in
+//! [`crate::headers`], its `host` in [`crate::router`]). Here the document is read, each section
+//! validated with the JSON path it sits at, the checks that span sections made, and [`Config`]
+//! built.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -14,25 +22,27 @@ use serde_json::Value;
 use crate::auth::policy::{validate_policy, validate_route_auth, RawPolicy, RawRouteAuth};
 use crate::auth::{AuthUse, Policy, RouteAuth};
 use crate::headers::{validate_header_rules, validate_rewrite, RawHeaderRules, RawRewrite};
-pub use crate::headers::{HeaderRules, Rewrite};
 use crate::http::method_list;
 use crate::path;
 use crate::problems::{key_path, Problems};
-pub use crate::problems::{ConfigError, ConfigErrors};
-pub use crate::router::HostPattern;
 use crate::router::{validate_host, RouteTable, Routed};
 use crate::sso::{Minting, Sso};
 use crate::upstream::{validate_origin, RawOrigin};
+// The sections of the cache and the edge policy, each a module of its phase.
+use crate::cache::config as caching;
+use crate::policy::config as edge;
+
+// Every section's validated types, also under the config that holds them.
+pub use crate::cache::Admin;
+pub use crate::headers::{HeaderRules, Rewrite};
+pub use crate::policy::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
+pub use crate::problems::{ConfigError, ConfigErrors};
+pub use crate::router::HostPattern;
 pub use crate::upstream::{
     Balance, EjectPolicy, HashOn, Origin, RetryPolicy, Server, DEFAULT_ATTEMPTS,
     DEFAULT_DEADLINE_MS, DEFAULT_EJECT_AFTER, DEFAULT_EJECT_FOR_MS, DEFAULT_EJECT_MAX_FOR_MS,
     DEFAULT_REPLAY_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
-
-use crate::cache::config as caching;
-pub use crate::cache::Admin;
-use crate::policy::config as edge;
-pub use crate::policy::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
 
 // ---------------------------------------------------------------------------------------------
 // Raw wire types: what the JSON may say. Unknown fields are errors.

@@ -2,7 +2,8 @@
 //! of a request", steps 7 and 9).
 //!
 //! Both plans take the header list as it arrived and return the complete list to send, so the
-//! adapter crosses into the runtime once per direction, whatever the number of headers.
+//! adapter crosses into the runtime once per direction, whatever the number of headers. The route
+//! fields they follow (`rewrite`, `request_headers`, `response_headers`) are validated here too.
 
 use crate::http::{canonical_name, is_gateway_owned, is_hop_by_hop, same_name};
 pub use crate::http::{first, HeaderList};

@@ -12,6 +12,8 @@
 //!    for this request);
 //! 3. ejected servers, least recently ejected first: when everything is ejected the gateway still
 //!    tries rather than failing without trying.
+//!
+//! The `origins` section of the config is validated here too, into [`Origin`].
 
 pub mod attempts;
 mod config;
