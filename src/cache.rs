@@ -26,9 +26,12 @@
 use sha2::{Digest, Sha256};
 
 use crate::auth::Identity;
-use crate::headers::{first as header, same_name};
+use crate::http::{first as header, same_name};
 use crate::query;
 use crate::request::Head;
+
+pub(crate) mod config;
+pub use config::Admin;
 
 /// A route's cache rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,32 +5,44 @@
 //! every problem it found, each with the JSON path of the offending value and a hint. Fields that
 //! belong to features not built yet are refused as "not supported yet", never accepted and
 //! ignored.
+//!
+//! This module assembles: each section's raw types, validation and validated types live with the
+//! phase that owns them (`origins` in [`crate::upstream`], `auth` in [`crate::auth`], `sso` and
+//! `identity` in [`crate::sso`], `settings` and a route's edge policy in [`crate::policy`],
+//! `admin` and a route's `cache` in [`crate::cache`], a route's `rewrite` and header rules in
+//! [`crate::headers`], its `host` in [`crate::router`]). Here the document is read, each section
+//! validated with the JSON path it sits at, the checks that span sections made, and [`Config`]
+//! built.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
-use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::policy::{validate_policy, validate_route_auth, RawPolicy, RawRouteAuth};
-use crate::auth::{Policy, RouteAuth};
-use crate::headers::{is_hop_by_hop, is_valid_header_name, is_valid_header_value};
+use crate::auth::{AuthUse, Policy, RouteAuth};
+use crate::headers::{validate_header_rules, validate_rewrite, RawHeaderRules, RawRewrite};
+use crate::http::method_list;
 use crate::path;
-use crate::router::RouteTable;
+use crate::problems::{key_path, Problems};
+use crate::router::{validate_host, RouteTable, Routed};
 use crate::sso::{Minting, Sso};
-use crate::template::{Syntax, Template};
+use crate::upstream::{validate_origin, RawOrigin};
+// The sections of the cache and the edge policy, each a module of its phase.
+use crate::cache::config as caching;
+use crate::policy::config as edge;
 
-mod caching;
-mod edge;
-pub use caching::Admin;
-pub use edge::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
-
-/// The per-attempt timeout when an origin sets none, in milliseconds (Envoy's default route
-/// timeout).
-pub const DEFAULT_TIMEOUT_MS: u32 = 15_000;
-/// The largest `timeout_ms` accepted.
-pub const MAX_TIMEOUT_MS: u32 = 600_000;
+// Every section's validated types, also under the config that holds them.
+pub use crate::cache::Admin;
+pub use crate::headers::{HeaderRules, Rewrite};
+pub use crate::policy::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
+pub use crate::problems::{ConfigError, ConfigErrors};
+pub use crate::router::HostPattern;
+pub use crate::upstream::{
+    Balance, EjectPolicy, HashOn, Origin, RetryPolicy, Server, DEFAULT_ATTEMPTS,
+    DEFAULT_DEADLINE_MS, DEFAULT_EJECT_AFTER, DEFAULT_EJECT_FOR_MS, DEFAULT_EJECT_MAX_FOR_MS,
+    DEFAULT_REPLAY_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Raw wire types: what the JSON may say. Unknown fields are errors.
@@ -53,43 +65,6 @@ struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOrigin {
-    servers: Vec<RawServer>,
-    balance: Option<String>,
-    hash_on: Option<String>,
-    timeout_ms: Option<u64>,
-    deadline_ms: Option<u64>,
-    retry: Option<RawRetry>,
-    eject: Option<RawEject>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    url: String,
-    weight: Option<u64>,
-    backup: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    attempts: Option<u64>,
-    on: Option<Vec<Value>>,
-    non_idempotent: Option<bool>,
-    replay_body_bytes: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEject {
-    after_failures: Option<u64>,
-    for_ms: Option<u64>,
-    max_for_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRoute {
     name: String,
     host: Option<String>,
@@ -107,24 +82,6 @@ struct RawRoute {
     deny_ips: Option<Vec<String>>,
     rate_limit: Option<edge::RawRateLimit>,
     security_headers: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRewrite {
-    strip_prefix: Option<String>,
-    path: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHeaderRules {
-    #[serde(default)]
-    set: BTreeMap<String, String>,
-    #[serde(default)]
-    add: BTreeMap<String, String>,
-    #[serde(default)]
-    remove: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,149 +116,6 @@ pub struct Config {
     pub(crate) table: RouteTable,
 }
 
-/// An origin pool.
-#[derive(Debug)]
-pub struct Origin {
-    pub name: String,
-    /// At least one server, and at least one that is not a backup.
-    pub servers: Vec<Server>,
-    pub balance: Balance,
-    /// The time one attempt may take until the origin's response headers arrive.
-    pub timeout_ms: u32,
-    /// The time all attempts of one request may take together; never less than `timeout_ms`.
-    pub deadline_ms: u32,
-    pub retry: RetryPolicy,
-    pub eject: EjectPolicy,
-}
-
-/// How a pool picks the first server of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Balance {
-    /// Smooth weighted round robin.
-    RoundRobin,
-    /// Weighted random.
-    Random,
-    /// Always the first healthy server: an active/standby pair.
-    First,
-    /// Consistent (rendezvous) hashing on a request value; round robin without one.
-    Hash(HashOn),
-}
-
-/// The request value a `hash` pool hashes on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    ClientIp,
-    /// A lower-case header name.
-    Header(String),
-    Cookie(String),
-    /// A verified claim: requests without one (public routes, anonymous callers) use round robin.
-    Claim(String),
-}
-
-/// When a request is attempted again on another server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (1 means no retry).
-    pub attempts: u32,
-    pub on_connect: bool,
-    pub on_timeout: bool,
-    /// Origin statuses that count as failures worth another attempt.
-    pub on_statuses: Vec<u16>,
-    /// Whether POST and PATCH are retried too.
-    pub non_idempotent: bool,
-    /// The largest request body buffered so that it can be sent again; larger bodies stream and
-    /// are not retried.
-    pub replay_body_bytes: u64,
-}
-
-/// When a failing server is skipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EjectPolicy {
-    /// Failures in a row that eject a server; 0 never ejects.
-    pub after_failures: u32,
-    /// The first ejection's length; each ejection in a row doubles it.
-    pub for_ms: u32,
-    /// The longest ejection.
-    pub max_for_ms: u32,
-}
-
-/// Defaults of the `retry` and `eject` fields.
-pub const DEFAULT_ATTEMPTS: u32 = 3;
-pub const DEFAULT_DEADLINE_MS: u32 = 30_000;
-pub const DEFAULT_REPLAY_BODY_BYTES: u64 = 1024 * 1024;
-pub const DEFAULT_EJECT_AFTER: u32 = 3;
-pub const DEFAULT_EJECT_FOR_MS: u32 = 30_000;
-pub const DEFAULT_EJECT_MAX_FOR_MS: u32 = 300_000;
-
-/// One origin server.
-#[derive(Debug)]
-pub struct Server {
-    /// Relative share of traffic, 1 to 1000.
-    pub weight: u32,
-    /// Takes traffic only when every non-backup server is ejected or has failed.
-    pub backup: bool,
-    /// `scheme://authority` followed by the base path without a trailing slash (possibly empty).
-    pub base: String,
-    /// The host, lower case, without port and without a trailing dot (an IPv6 address in
-    /// brackets): what a `Location` pointing at this server has.
-    pub host: String,
-    /// The host's IP address when the host is an IP literal (in any spelling the URL parser
-    /// reads: `0x7f.1` is 127.0.0.1), compared as an address rather than as text.
-    pub ip: Option<IpAddr>,
-    /// The port: the URL's, or its scheme's default (80, 443).
-    pub port: u16,
-    /// The base path (`/internal/v1`), empty when the server URL has none.
-    pub base_path: String,
-}
-
-/// A host pattern of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// `api.example.com`, lower case.
-    Exact(String),
-    /// `*.example.com`, kept as the suffix `.example.com`: any host ending with it, at any depth.
-    Suffix(String),
-}
-
-impl HostPattern {
-    /// Whether `host` (lower case, without port) matches.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
-        }
-    }
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostPattern::Exact(h) => f.write_str(h),
-            HostPattern::Suffix(s) => write!(f, "*{s}"),
-        }
-    }
-}
-
-/// How the forwarded path is made from the normalized request path.
-#[derive(Debug, Clone)]
-pub enum Rewrite {
-    /// Forward the path as it is.
-    None,
-    /// Remove this prefix (a whole number of segments, no trailing slash).
-    StripPrefix(String),
-    /// Build the path from this template of path parameters.
-    Path(Template),
-}
-
-/// Header changes: `remove` first, then `set` (replacing), then `add` (appending).
-#[derive(Debug, Clone, Default)]
-pub struct HeaderRules {
-    /// Lower-case names.
-    pub set: Vec<(String, Template)>,
-    pub add: Vec<(String, Template)>,
-    pub remove: Vec<String>,
-}
-
 /// A route.
 #[derive(Debug)]
 pub struct Route {
@@ -326,83 +140,27 @@ pub struct Route {
 impl Route {
     /// Whether this route serves `method`.
     pub fn allows(&self, method: &str) -> bool {
-        self.methods
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == method))
+        Routed::allows(self, method)
+    }
+}
+
+impl Routed for Route {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn host(&self) -> Option<&HostPattern> {
+        self.host.as_ref()
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn methods(&self) -> Option<&[String]> {
+        self.methods.as_deref()
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Errors.
-
-/// One problem in a config, at a JSON path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where: `$.routes[2].origin`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it.
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
-
-/// Every problem found in a config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        write!(
-            f,
-            "the config has {n} problem{}:",
-            if n == 1 { "" } else { "s" }
-        )?;
-        for e in &self.0 {
-            write!(f, "\n  {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// JSON path building: `$.a.b[0]`, with `["..."]` for keys that are not plain identifiers.
-pub(crate) fn key_path(base: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        && !key.starts_with(|c: char| c.is_ascii_digit());
-    if plain {
-        format!("{base}.{key}")
-    } else {
-        format!("{base}[{}]", Value::String(key.to_string()))
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Problems(pub(crate) Vec<ConfigError>);
-
-impl Problems {
-    pub(crate) fn add(&mut self, path: String, message: impl Into<String>, hint: Option<&str>) {
-        self.0.push(ConfigError {
-            path,
-            message: message.into(),
-            hint: hint.map(str::to_string),
-        });
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Parsing and validation.
@@ -554,7 +312,20 @@ impl Config {
         }
 
         let complete = sso.len() == sso_names.len() && routes.len() == raw.routes.len();
-        crate::sso::config::route_hosts(&mut sso, &routes, complete, &mut problems);
+        let route_hosts: Vec<(usize, &HostPattern)> = routes
+            .iter()
+            .filter_map(|route| match (&route.auth, &route.host) {
+                (
+                    Some(RouteAuth {
+                        uses: AuthUse::Session { sso, .. },
+                        ..
+                    }),
+                    Some(host),
+                ) => Some((*sso, host)),
+                _ => None,
+            })
+            .collect();
+        crate::sso::config::route_hosts(&mut sso, &route_hosts, complete, &mut problems);
 
         if let Some(admin) = &admin {
             for (i, route) in routes.iter().enumerate() {
@@ -604,7 +375,6 @@ impl Config {
     }
 }
 
-/// Reads an optional integer field within `range`, or reports it.
 /// Where the config's policies and `sso` entries read credentials from (see [`Config::credentials`]).
 fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
     use crate::auth::policy::TokenSource;
@@ -626,354 +396,6 @@ fn credentials(policies: &[Policy], sso: &[Sso]) -> crate::cache::Credentials {
     out
 }
 
-pub(crate) fn bounded(
-    value: Option<u64>,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-    at: String,
-    what: &str,
-    problems: &mut Problems,
-) -> u64 {
-    match value {
-        None => default,
-        Some(v) if range.contains(&v) => v,
-        Some(_) => {
-            problems.add(
-                at,
-                format!("must be between {} and {}", range.start(), range.end()),
-                Some(what),
-            );
-            default
-        }
-    }
-}
-
-fn validate_origin(name: &str, raw: &RawOrigin, at: &str, problems: &mut Problems) -> Origin {
-    if name.is_empty() {
-        problems.add(at.to_string(), "an origin name must not be empty", None);
-    }
-    let range = 1..=u64::from(MAX_TIMEOUT_MS);
-    // An out-of-range deadline is reported here and then read as unset, so that it cannot add
-    // a conflict with the timeout on top.
-    let explicit_deadline = raw.deadline_ms.and_then(|d| {
-        if range.contains(&d) {
-            Some(d as u32)
-        } else {
-            problems.add(
-                format!("{at}.deadline_ms"),
-                format!("must be between {} and {}", range.start(), range.end()),
-                Some("the time all attempts of one request may take together, in milliseconds"),
-            );
-            None
-        }
-    });
-    // Each default gives way to the other field when only that one is set: a deadline alone
-    // shorter than the default timeout cuts the timeout to it, a timeout alone longer than the
-    // default deadline stretches the deadline to it. Only two explicit values can conflict.
-    let timeout_ms = bounded(
-        raw.timeout_ms,
-        u64::from(DEFAULT_TIMEOUT_MS.min(explicit_deadline.unwrap_or(DEFAULT_TIMEOUT_MS))),
-        range,
-        format!("{at}.timeout_ms"),
-        "the time one attempt may take until response headers, in milliseconds",
-        problems,
-    ) as u32;
-    let deadline_ms = explicit_deadline.unwrap_or(DEFAULT_DEADLINE_MS.max(timeout_ms));
-    if deadline_ms < timeout_ms {
-        problems.add(
-            format!("{at}.deadline_ms"),
-            format!("deadline_ms ({deadline_ms}) is shorter than timeout_ms ({timeout_ms})"),
-            Some(
-                "the deadline bounds all attempts together: make it at least one attempt's timeout, \
-                 or leave timeout_ms out to have it follow the deadline",
-            ),
-        );
-    }
-
-    if raw.servers.is_empty() {
-        problems.add(
-            format!("{at}.servers"),
-            "an origin needs at least one server",
-            Some("add { \"url\": \"https://service.internal.example\" }"),
-        );
-    } else if raw.servers.iter().all(|s| s.backup == Some(true)) {
-        problems.add(
-            format!("{at}.servers"),
-            "every server is a backup",
-            Some("backups take traffic only when the others fail: make at least one server a primary"),
-        );
-    }
-    let mut servers = Vec::with_capacity(raw.servers.len());
-    for (i, s) in raw.servers.iter().enumerate() {
-        let at = format!("{at}.servers[{i}]");
-        let weight = bounded(
-            s.weight,
-            1,
-            1..=1000,
-            format!("{at}.weight"),
-            "a relative share of traffic",
-            problems,
-        ) as u32;
-        if let Some(mut server) = validate_server_url(&s.url, &format!("{at}.url"), problems) {
-            server.weight = weight;
-            server.backup = s.backup.unwrap_or(false);
-            servers.push(server);
-        }
-    }
-
-    let balance = match (raw.balance.as_deref(), raw.hash_on.as_deref()) {
-        (Some("hash"), Some(on)) => match parse_hash_on(on) {
-            Ok(h) => Balance::Hash(h),
-            Err(message) => {
-                problems.add(
-                    format!("{at}.hash_on"),
-                    message,
-                    Some("client_ip, header:NAME or cookie:NAME"),
-                );
-                Balance::RoundRobin
-            }
-        },
-        (Some("hash"), None) => {
-            problems.add(
-                format!("{at}.hash_on"),
-                "balance \"hash\" needs hash_on",
-                Some("hash on client_ip, header:NAME or cookie:NAME"),
-            );
-            Balance::RoundRobin
-        }
-        (_, Some(_)) => {
-            problems.add(
-                format!("{at}.hash_on"),
-                "hash_on is used only with balance \"hash\"",
-                Some("set \"balance\": \"hash\" or remove hash_on"),
-            );
-            Balance::RoundRobin
-        }
-        (None | Some("round_robin"), None) => Balance::RoundRobin,
-        (Some("random"), None) => Balance::Random,
-        (Some("first"), None) => Balance::First,
-        (Some(other), None) => {
-            problems.add(
-                format!("{at}.balance"),
-                format!("unknown balance \"{other}\""),
-                Some("round_robin, random, hash or first"),
-            );
-            Balance::RoundRobin
-        }
-    };
-
-    let retry = match &raw.retry {
-        None => RetryPolicy {
-            attempts: DEFAULT_ATTEMPTS,
-            on_connect: true,
-            on_timeout: true,
-            on_statuses: Vec::new(),
-            non_idempotent: false,
-            replay_body_bytes: DEFAULT_REPLAY_BODY_BYTES,
-        },
-        Some(r) => validate_retry(r, &format!("{at}.retry"), problems),
-    };
-    let eject = match &raw.eject {
-        None => EjectPolicy {
-            after_failures: DEFAULT_EJECT_AFTER,
-            for_ms: DEFAULT_EJECT_FOR_MS,
-            max_for_ms: DEFAULT_EJECT_MAX_FOR_MS,
-        },
-        Some(e) => {
-            let at = format!("{at}.eject");
-            let after_failures = bounded(
-                e.after_failures,
-                u64::from(DEFAULT_EJECT_AFTER),
-                0..=1000,
-                format!("{at}.after_failures"),
-                "failures in a row that eject a server; 0 never ejects",
-                problems,
-            ) as u32;
-            let for_ms = bounded(
-                e.for_ms,
-                u64::from(DEFAULT_EJECT_FOR_MS),
-                1..=3_600_000,
-                format!("{at}.for_ms"),
-                "how long an ejected server is skipped, in milliseconds",
-                problems,
-            ) as u32;
-            let max_for_ms = bounded(
-                e.max_for_ms,
-                u64::from(DEFAULT_EJECT_MAX_FOR_MS.max(for_ms)),
-                u64::from(for_ms)..=3_600_000,
-                format!("{at}.max_for_ms"),
-                "the cap of the doubling ejection time, at least for_ms",
-                problems,
-            ) as u32;
-            EjectPolicy {
-                after_failures,
-                for_ms,
-                max_for_ms,
-            }
-        }
-    };
-    Origin {
-        name: name.to_string(),
-        servers,
-        balance,
-        timeout_ms,
-        deadline_ms,
-        retry,
-        eject,
-    }
-}
-
-fn parse_hash_on(text: &str) -> Result<HashOn, String> {
-    match text.split_once(':') {
-        None if text == "client_ip" => Ok(HashOn::ClientIp),
-        Some(("header", name)) if is_valid_header_name(name) => {
-            Ok(HashOn::Header(name.to_ascii_lowercase()))
-        }
-        Some(("cookie", name)) if !name.is_empty() && is_valid_header_name(name) => {
-            Ok(HashOn::Cookie(name.to_string()))
-        }
-        Some(("claim", name)) if !name.is_empty() => Ok(HashOn::Claim(name.to_string())),
-        _ => Err(format!("\"{text}\" is not a value to hash on")),
-    }
-}
-
-fn validate_retry(raw: &RawRetry, at: &str, problems: &mut Problems) -> RetryPolicy {
-    let attempts = bounded(
-        raw.attempts,
-        u64::from(DEFAULT_ATTEMPTS),
-        1..=10,
-        format!("{at}.attempts"),
-        "attempts in all, the first included; 1 means no retry",
-        problems,
-    ) as u32;
-    let mut policy = RetryPolicy {
-        attempts,
-        on_connect: false,
-        on_timeout: false,
-        on_statuses: Vec::new(),
-        non_idempotent: raw.non_idempotent.unwrap_or(false),
-        replay_body_bytes: bounded(
-            raw.replay_body_bytes,
-            DEFAULT_REPLAY_BODY_BYTES,
-            0..=16 * 1024 * 1024,
-            format!("{at}.replay_body_bytes"),
-            "the largest request body buffered so it can be sent again",
-            problems,
-        ),
-    };
-    match &raw.on {
-        None => {
-            policy.on_connect = true;
-            policy.on_timeout = true;
-        }
-        Some(list) => {
-            for (i, item) in list.iter().enumerate() {
-                match item {
-                    Value::String(s) if s == "connect" => policy.on_connect = true,
-                    Value::String(s) if s == "timeout" => policy.on_timeout = true,
-                    Value::Number(n) if n.as_u64().is_some_and(|c| (400..=599).contains(&c)) => {
-                        policy
-                            .on_statuses
-                            .push(n.as_u64().unwrap_or_default() as u16)
-                    }
-                    other => problems.add(
-                        format!("{at}.on[{i}]"),
-                        format!("{other} is not a failure to retry on"),
-                        Some("\"connect\", \"timeout\", or a status code from 400 to 599"),
-                    ),
-                }
-            }
-        }
-    }
-    policy
-}
-
-fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<Server> {
-    let hint = Some("write an absolute URL such as https://users.internal.example:8443/base (an international host name in its punycode form, xn--...)");
-    let url = match url::Url::parse(text) {
-        Ok(u) => u,
-        Err(e) => {
-            problems.add(at.to_string(), format!("not an absolute URL: {e}"), hint);
-            return None;
-        }
-    };
-    if url.scheme() != "http" && url.scheme() != "https" {
-        problems.add(
-            at.to_string(),
-            format!("scheme '{}' is not http or https", url.scheme()),
-            hint,
-        );
-        return None;
-    }
-    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
-        problems.add(at.to_string(), "the URL has no host", hint);
-        return None;
-    };
-    if !url.username().is_empty() || url.password().is_some() {
-        problems.add(
-            at.to_string(),
-            "credentials in a server URL are not allowed",
-            Some("send them with request_headers.set on the route instead"),
-        );
-        return None;
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        problems.add(
-            at.to_string(),
-            "a server URL may not have a query or fragment",
-            hint,
-        );
-        return None;
-    }
-    let authority = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    let base_path = url.path().trim_end_matches('/').to_string();
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
-        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-        _ => None,
-    };
-    Some(Server {
-        weight: 1,
-        backup: false,
-        base: format!("{}://{authority}{base_path}", url.scheme()),
-        host: host.trim_end_matches('.').to_ascii_lowercase(),
-        ip,
-        port: url.port_or_known_default().unwrap_or(80),
-        base_path,
-    })
-}
-
-fn validate_host(text: &str, at: String, problems: &mut Problems) -> Option<HostPattern> {
-    let host = text.to_ascii_lowercase();
-    let (wildcard, name) = match host.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, host.as_str()),
-    };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.is_empty() || !name.split('.').all(label_ok) {
-        problems.add(
-            at,
-            format!("\"{text}\" is not a host name or a \"*.suffix\" pattern"),
-            Some("write \"api.example.com\" or \"*.example.com\", without scheme or port"),
-        );
-        return None;
-    }
-    Some(if wildcard {
-        HostPattern::Suffix(format!(".{name}"))
-    } else {
-        HostPattern::Exact(name.to_string())
-    })
-}
-
 /// The parameter names of a matchit route path: `{id}` and `{*rest}` give `id` and `rest`.
 pub(crate) fn path_params(path: &str) -> Vec<String> {
     let mut params = Vec::new();
@@ -991,44 +413,6 @@ pub(crate) fn path_params(path: &str) -> Vec<String> {
         rest = &rest[start + end + 1..];
     }
     params
-}
-
-/// A Worker binding or secret name: a letter or `_`, then letters, digits and `_`.
-pub(crate) fn is_identifier(name: &str) -> bool {
-    name.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A list of methods: not empty, upper case, no repeats.
-fn method_list(list: &[String], at: &str, problems: &mut Problems) -> Vec<String> {
-    if list.is_empty() {
-        problems.add(
-            at.to_string(),
-            "the list of methods must not be empty",
-            Some("leave the field out for the default"),
-        );
-    }
-    let mut out: Vec<String> = Vec::new();
-    for (i, m) in list.iter().enumerate() {
-        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-            problems.add(
-                format!("{at}[{i}]"),
-                format!("\"{m}\" is not an upper-case HTTP method"),
-                Some("methods are case-sensitive: write \"GET\", \"POST\", ..."),
-            );
-        } else if out.contains(m) {
-            problems.add(
-                format!("{at}[{i}]"),
-                format!("\"{m}\" is listed twice"),
-                None,
-            );
-        } else {
-            out.push(m.clone());
-        }
-    }
-    out
 }
 
 /// The names a route's `auth.use` may give.
@@ -1190,122 +574,6 @@ fn validate_route(
         request_headers,
         response_headers,
     })
-}
-
-fn validate_rewrite(
-    raw: &RawRewrite,
-    route_path: &str,
-    params: &[String],
-    at: &str,
-    problems: &mut Problems,
-) -> Rewrite {
-    match (&raw.strip_prefix, &raw.path) {
-        (Some(_), Some(_)) | (None, None) => {
-            problems.add(
-                at.to_string(),
-                "a rewrite needs exactly one of strip_prefix and path",
-                Some("{ \"strip_prefix\": \"/api\" } or { \"path\": \"/v2/users/{id}\" }"),
-            );
-            Rewrite::None
-        }
-        (Some(prefix), None) => {
-            let at = format!("{at}.strip_prefix");
-            let whole_segments = route_path == prefix
-                || route_path
-                    .strip_prefix(prefix.as_str())
-                    .is_some_and(|r| r.starts_with('/'));
-            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
-                problems.add(
-                    at,
-                    format!("\"{prefix}\" is not a prefix to strip"),
-                    Some("write whole segments with a leading slash and no trailing one: \"/api\""),
-                );
-            } else if prefix.contains('{') || !whole_segments {
-                problems.add(
-                    at,
-                    format!("the route path \"{route_path}\" does not start with the segments \"{prefix}\""),
-                    Some("strip_prefix must be a literal leading part of the route's path, whole segments"),
-                );
-            }
-            Rewrite::StripPrefix(prefix.clone())
-        }
-        (None, Some(template)) => {
-            let at = format!("{at}.path");
-            if !template.starts_with('/') {
-                problems.add(at.clone(), "a rewrite path must start with '/'", None);
-            }
-            match Template::parse(template, Syntax::Path, params) {
-                Ok(t) => Rewrite::Path(t),
-                Err(e) => {
-                    problems.add(
-                        at,
-                        e.to_string(),
-                        Some("use the names of the route path's {parameters}"),
-                    );
-                    Rewrite::None
-                }
-            }
-        }
-    }
-}
-
-fn validate_header_name(name: &str, at: String, problems: &mut Problems, for_value: bool) -> bool {
-    if !is_valid_header_name(name) {
-        problems.add(at, format!("\"{name}\" is not a valid header name"), None);
-        return false;
-    }
-    let lower = name.to_ascii_lowercase();
-    if for_value && (is_hop_by_hop(&lower) || lower == "host" || lower == "content-length") {
-        problems.add(
-            at,
-            format!("the gateway manages \"{name}\" itself; it cannot be set"),
-            Some("hop-by-hop headers, host and content-length belong to the connection"),
-        );
-        return false;
-    }
-    true
-}
-
-fn validate_header_rules(
-    raw: &RawHeaderRules,
-    params: &[String],
-    at: &str,
-    problems: &mut Problems,
-) -> HeaderRules {
-    let mut rules = HeaderRules::default();
-    for (kind, map) in [("set", &raw.set), ("add", &raw.add)] {
-        for (name, value) in map {
-            let at = key_path(&format!("{at}.{kind}"), name);
-            if !validate_header_name(name, at.clone(), problems, true) {
-                continue;
-            }
-            if !is_valid_header_value(value) {
-                problems.add(
-                    at,
-                    "a header value may not hold control characters or line breaks",
-                    None,
-                );
-                continue;
-            }
-            match Template::parse(value, Syntax::Header, params) {
-                Ok(t) => {
-                    let list = if kind == "set" {
-                        &mut rules.set
-                    } else {
-                        &mut rules.add
-                    };
-                    list.push((name.to_ascii_lowercase(), t));
-                }
-                Err(e) => problems.add(at, e.to_string(), None),
-            }
-        }
-    }
-    for (i, name) in raw.remove.iter().enumerate() {
-        if validate_header_name(name, format!("{at}.remove[{i}]"), problems, false) {
-            rules.remove.push(name.to_ascii_lowercase());
-        }
-    }
-    rules
 }
 
 #[cfg(test)]

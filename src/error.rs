@@ -214,6 +214,17 @@ impl GatewayError {
     }
 }
 
+/// How a session's refusal reaches the client: a missing `require` value is 403 `forbidden`
+/// (without the bearer challenge of a token route), anything else 401.
+pub fn session_refusal(e: AuthError) -> GatewayError {
+    match e {
+        AuthError::InsufficientScope => {
+            GatewayError::Forbidden("the signed-in account lacks a claim this route requires")
+        }
+        e => GatewayError::Auth(e),
+    }
+}
+
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -9,14 +9,17 @@ use std::collections::BTreeMap;
 
 use crate::auth::{token, AuthError, AuthUse, Identity, Prepared, RouteAuth};
 use crate::cache;
-use crate::config::{Balance, Config, HashOn, Origin, Rewrite, Route, Server};
+use crate::config::{Config, Route};
 use crate::error::GatewayError;
-use crate::headers::{self, first as header, Forwarding, HeaderList, PublicSide};
+use crate::headers::{self, Forwarding, PublicSide, Rewrite};
+use crate::http::{self, first as header, HeaderList};
 use crate::path;
 use crate::policy::{self, Preflight};
 use crate::request::{Head, ReadError};
 use crate::router::Lookup;
+use crate::sso;
 use crate::template::Var;
+use crate::upstream::{Balance, HashOn, Origin, Server};
 
 /// The parts of a request the gateway decides on.
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +205,7 @@ pub fn cookies<'a>(
     headers
         .iter()
         .filter(|(n, _)| n == "cookie")
-        .flat_map(|(_, v)| headers::cookie_pairs(v))
+        .flat_map(|(_, v)| http::cookie_pairs(v))
         .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
 }
@@ -215,7 +218,7 @@ pub fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
     headers
         .iter()
         .filter(|(n, _)| n == "cookie")
-        .flat_map(|(_, v)| headers::cookie_pairs(v))
+        .flat_map(|(_, v)| http::cookie_pairs(v))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
@@ -534,7 +537,7 @@ impl Gateway {
             )
         };
         let headers = headers::request_plan(&head.headers, &fwd, &route.request_headers, lookup);
-        let headers = headers::without_cookies(headers, &cfg.sso_cookies);
+        let headers = http::without_cookies(headers, &cfg.sso_cookies);
         ForwardPlan {
             route: index,
             method: head.method.clone(),
@@ -832,6 +835,70 @@ fn lookup_var<'a>(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str()),
         Var::Claim(name) => claims?.get(name).map(String::as_str),
+    }
+}
+
+// Single sign-on: the paths `sso` entries answer, and the identity of a session.
+impl Gateway {
+    /// The SSO and signed-identity paths, answered before route matching: `{login_path}`,
+    /// `{callback_path}` (GET), `{logout_path}` (GET, POST), and `/.well-known/jwks.json` (GET,
+    /// HEAD) when `identity` is configured. `None`: not one of them.
+    pub fn sso_request(&self, head: &Head) -> Option<sso::SsoRequest> {
+        if self.config.sso.is_empty() && self.config.minting.is_none() {
+            return None;
+        }
+        // Too large or a refused method: route matching refuses it as for any other path.
+        self.check_request_size_and_method(head).ok()?;
+        // The one normalized path, letter case ignored: no spelling of these paths reaches an
+        // origin.
+        let path = head.path.as_deref().ok()?;
+        let is = |p: &str| path.eq_ignore_ascii_case(p);
+        let query = head.query.as_deref();
+        let get = head.method == "GET";
+        if is(sso::JWKS_PATH) && self.config.minting.is_some() && (get || head.method == "HEAD") {
+            return Some(sso::SsoRequest::Jwks);
+        }
+        let found = self.config.sso.iter().enumerate().find_map(|(i, s)| {
+            if get && is(&s.login_path) {
+                let next = sso::query_param(query, "next").unwrap_or_else(|| "/".to_string());
+                let next = sso::safe_next(&next)
+                    .map(str::to_string)
+                    .ok_or(sso::LoginError::BadNext);
+                Some(sso::SsoRequest::Login { sso: i, next })
+            } else if get && is(&s.callback_path) {
+                Some(sso::SsoRequest::Callback {
+                    sso: i,
+                    callback: sso::Callback::parse(query),
+                })
+            } else if (get || head.method == "POST") && is(&s.logout_path) {
+                Some(sso::SsoRequest::Logout { sso: i })
+            } else {
+                None
+            }
+        })?;
+        // The host first: on a host the entry does not serve, none of its paths does anything.
+        let sso = match &found {
+            sso::SsoRequest::Login { sso, .. }
+            | sso::SsoRequest::Callback { sso, .. }
+            | sso::SsoRequest::Logout { sso } => *sso,
+            sso::SsoRequest::HostNotServed { .. } | sso::SsoRequest::Jwks => return Some(found),
+        };
+        match self.config.sso[sso].return_address(&head.url) {
+            Ok(_) => Some(found),
+            Err(refused) => Some(sso::SsoRequest::HostNotServed { sso, refused }),
+        }
+    }
+
+    /// The identity of a decrypted session of entry `sso` at `now`.
+    pub fn session_identity(
+        &self,
+        sso: usize,
+        plaintext: &[u8],
+        now: i64,
+    ) -> Result<Identity, AuthError> {
+        let session =
+            sso::Session::from_plaintext(plaintext).ok_or(AuthError::NoSession("unreadable"))?;
+        session.identity(&self.config.sso[sso], now)
     }
 }
 

@@ -3,9 +3,13 @@
 //! that does the I/O.
 //!
 //! Modules, in the order a request meets them:
-//! [`config`] (loaded once), [`request_id`], [`request`] (the one reading of a request:
-//! [`path`], [`query`], [`addr`]), [`router`], [`auth`], [`gateway`] (the plan), [`headers`],
-//! [`cache`], [`upstream`] (servers and retries), [`error`], [`log`].
+//! [`config`] (loaded once: it assembles the config sections the phases own), [`request_id`],
+//! [`request`] (the one reading of a request: [`path`], [`query`], [`addr`]), [`router`],
+//! [`policy`], [`auth`], [`sso`], [`gateway`] (the plan), [`headers`], [`cache`], [`upstream`]
+//! (servers and retries), [`error`], [`log`]; [`lifecycle`] orders them. The leaves [`problems`]
+//! (config problems and their JSON paths), [`http`] (header primitives), [`query`], [`path`],
+//! [`addr`] and [`template`] import nothing above them, no phase imports [`config`], [`gateway`]
+//! or [`lifecycle`], and no module imports itself back through others (`tests/layers.rs`).
 
 pub mod addr;
 pub mod auth;
@@ -14,10 +18,12 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod headers;
+pub mod http;
 pub mod lifecycle;
 pub mod log;
 pub mod path;
 pub mod policy;
+pub mod problems;
 pub mod query;
 pub mod request;
 pub mod request_id;

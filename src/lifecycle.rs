@@ -26,7 +26,7 @@ use crate::error::GatewayError;
 use crate::gateway::{
     AdminRequest, AuthStep, CacheStep, ForwardPlan, Gateway, Incoming, Matched, Refusal,
 };
-use crate::headers::HeaderList;
+use crate::http::HeaderList;
 use crate::log::{Attempt, AuthLog, LogLine};
 use crate::policy::Limited;
 use crate::request::Head;
@@ -561,7 +561,7 @@ impl<'g> Exchange<'g> {
         self.state = match result.error {
             Some(e) => {
                 let error = if self.html_errors {
-                    crate::sso::session_refusal(e)
+                    crate::error::session_refusal(e)
                 } else {
                     GatewayError::Auth(e)
                 };

@@ -17,6 +17,9 @@ use std::net::IpAddr;
 
 use crate::error::GatewayError;
 
+pub(crate) mod config;
+pub use config::{RoutePolicy, Settings, DEFAULT_METHODS, DEFAULT_SECURITY_HEADERS};
+
 /// An IPv4 or IPv6 network, kept as an IPv6 one (IPv4 as `::ffff:a.b.c.d/96+n`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -332,7 +335,7 @@ impl RateLimit {
     ) -> Option<String> {
         let value = match &self.key {
             RateKey::ClientIp => client_ip?.to_string(),
-            RateKey::Header(name) => crate::headers::first(headers, name)?.to_string(),
+            RateKey::Header(name) => crate::http::first(headers, name)?.to_string(),
             RateKey::Route => String::new(),
             RateKey::Claim(name) => claim(name)?.to_string(),
         };
@@ -391,11 +394,6 @@ pub struct SizeLimits {
 /// of headers).
 pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
-
-/// The size of a header list as it travels in HTTP/1.1: `name: value\r\n` each.
-pub fn header_bytes(headers: &[(String, String)]) -> usize {
-    headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum()
-}
 
 /// Whether a declared body length is over a limit.
 pub fn body_too_large(content_length: Option<u64>, max: Option<u64>) -> bool {

@@ -13,12 +13,12 @@
 //! - header names are lower case; client headers whose names contain `_` are dropped, refused
 //!   (400) or kept, as `settings.underscores_in_headers` says (see [`Underscores`]);
 //! - cookies are every `name=value` pair of every `Cookie` header, names and values trimmed, in
-//!   order, `;` and `,` both separating pairs ([`crate::headers::cookie_pairs`]).
+//!   order, `;` and `,` both separating pairs ([`crate::http::cookie_pairs`]).
 
 use std::net::IpAddr;
 
 use crate::addr;
-use crate::headers::{canonical_name, HeaderList};
+use crate::http::{canonical_name, HeaderList};
 use crate::path::{self, PathError};
 
 /// What the gateway does with client header names that contain `_`
@@ -135,7 +135,7 @@ pub fn normal_host(host: &str) -> String {
 /// two, and which one is up to it).
 fn allowed_underscore(name: &str, all: &HeaderList) -> bool {
     let canonical = canonical_name(name);
-    !crate::headers::is_sensitive_request_name(&canonical)
+    !crate::http::is_sensitive_request_name(&canonical)
         && !all
             .iter()
             .any(|(other, _)| other.as_str() != name && canonical_name(other) == canonical)
@@ -150,7 +150,7 @@ impl Head {
         underscores: Underscores,
     ) -> Result<Head, ReadError> {
         let parts = split_url(url).ok_or(ReadError::NotAbsolute)?;
-        let header_bytes = crate::policy::header_bytes(headers);
+        let header_bytes = crate::http::header_bytes(headers);
         let lower = |(n, v): &(String, String)| (n.to_ascii_lowercase(), v.clone());
         let headers: HeaderList = match underscores {
             Underscores::Drop => headers
@@ -172,13 +172,13 @@ impl Head {
                     .collect()
             }
         };
-        let client_ip = crate::headers::first(&headers, "cf-connecting-ip")
+        let client_ip = crate::http::first(&headers, "cf-connecting-ip")
             .and_then(|v| v.trim().parse::<IpAddr>().ok())
             .map(addr::canonical);
         let cookies = headers
             .iter()
             .filter(|(n, _)| n == "cookie")
-            .flat_map(|(_, v)| crate::headers::cookie_pairs(v))
+            .flat_map(|(_, v)| crate::http::cookie_pairs(v))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Ok(Head {
@@ -198,9 +198,9 @@ impl Head {
         })
     }
 
-    /// The first value of a header (names compared as [`crate::headers::same_name`] does).
+    /// The first value of a header (names compared as [`crate::http::same_name`] does).
     pub fn header(&self, name: &str) -> Option<&str> {
-        crate::headers::first(&self.headers, name)
+        crate::http::first(&self.headers, name)
     }
 
     /// Every value of cookie `name`, in order.

@@ -12,8 +12,86 @@
 //! The table is built during validation, so a routing conflict is a config error.
 
 use std::collections::HashMap;
+use std::fmt;
 
-use crate::config::{ConfigError, HostPattern, Route};
+use crate::problems::{ConfigError, Problems};
+
+/// A host pattern of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `api.example.com`, lower case.
+    Exact(String),
+    /// `*.example.com`, kept as the suffix `.example.com`: any host ending with it, at any depth.
+    Suffix(String),
+}
+
+impl HostPattern {
+    /// Whether `host` (lower case, without port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// What the table reads of a route: the config's routes are read through it.
+pub trait Routed {
+    /// The name, for conflict messages.
+    fn name(&self) -> &str;
+    fn host(&self) -> Option<&HostPattern>;
+    /// A matchit path in normalized form.
+    fn path(&self) -> &str;
+    /// `None`: every method.
+    fn methods(&self) -> Option<&[String]>;
+
+    /// Whether the route serves `method`.
+    fn allows(&self, method: &str) -> bool {
+        self.methods().is_none_or(|m| m.iter().any(|x| x == method))
+    }
+}
+
+/// A route's `host`: `api.example.com` or `*.example.com`, any letter case.
+pub(crate) fn validate_host(
+    text: &str,
+    at: String,
+    problems: &mut Problems,
+) -> Option<HostPattern> {
+    let host = text.to_ascii_lowercase();
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host.as_str()),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || !name.split('.').all(label_ok) {
+        problems.add(
+            at,
+            format!("\"{text}\" is not a host name or a \"*.suffix\" pattern"),
+            Some("write \"api.example.com\" or \"*.example.com\", without scheme or port"),
+        );
+        return None;
+    }
+    Some(if wildcard {
+        HostPattern::Suffix(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
 
 /// The routes that share one host group and one path, and so one matchit entry.
 #[derive(Debug, Default)]
@@ -54,14 +132,19 @@ pub enum Lookup {
 }
 
 impl PathTable {
-    fn insert(&mut self, routes: &[Route], index: usize, at: String) -> Result<(), ConfigError> {
+    fn insert<R: Routed>(
+        &mut self,
+        routes: &[R],
+        index: usize,
+        at: String,
+    ) -> Result<(), ConfigError> {
         let route = &routes[index];
-        match self.router.at_mut(&route.path) {
+        match self.router.at_mut(route.path()) {
             // `at_mut` matches the route path literally: only an identical path lands here, so
             // check that the methods do not overlap.
-            Ok(found) if routes[found.value.routes[0]].path == route.path => {
+            Ok(found) if routes[found.value.routes[0]].path() == route.path() => {
                 for &other in &found.value.routes {
-                    let overlap = match (&routes[other].methods, &route.methods) {
+                    let overlap = match (routes[other].methods(), route.methods()) {
                         (Some(a), Some(b)) => a.iter().find(|m| b.contains(m)).cloned(),
                         _ => Some("every method".to_string()),
                     };
@@ -70,7 +153,7 @@ impl PathTable {
                             path: at,
                             message: format!(
                                 "route \"{}\" already serves {method} on this host and path",
-                                routes[other].name
+                                routes[other].name()
                             ),
                             hint: Some(
                                 "give the routes disjoint methods, or different hosts or paths"
@@ -84,11 +167,11 @@ impl PathTable {
             }
             _ => {}
         }
-        self.router.insert(route.path.clone(), Entry { routes: vec![index] }).map_err(|e| {
+        self.router.insert(route.path().to_string(), Entry { routes: vec![index] }).map_err(|e| {
             let message = match e {
                 matchit::InsertError::Conflict { with } => {
-                    let other = routes.iter().find(|r| r.path == with).map_or(String::new(), |r| {
-                        format!(" of route \"{}\"", r.name)
+                    let other = routes.iter().find(|r| r.path() == with).map_or(String::new(), |r| {
+                        format!(" of route \"{}\"", r.name())
                     });
                     format!("conflicts with the path \"{with}\"{other} on the same host")
                 }
@@ -102,7 +185,7 @@ impl PathTable {
         })
     }
 
-    fn lookup(&self, routes: &[Route], path: &str, method: &str) -> Option<Lookup> {
+    fn lookup<R: Routed>(&self, routes: &[R], path: &str, method: &str) -> Option<Lookup> {
         let found = self.router.at(path).ok()?;
         let params = || {
             found
@@ -124,7 +207,7 @@ impl PathTable {
         }
         let mut allow: Vec<String> = Vec::new();
         for &i in &found.value.routes {
-            for m in routes[i].methods.iter().flatten() {
+            for m in routes[i].methods().into_iter().flatten() {
                 if !allow.contains(m) {
                     allow.push(m.clone());
                 }
@@ -140,14 +223,14 @@ impl PathTable {
 impl RouteTable {
     /// Builds the table; every conflict is reported with the JSON path of the later route, where
     /// `file_index` maps an index of `routes` to the route's index in the config file.
-    pub fn build(
-        routes: &[Route],
+    pub fn build<R: Routed>(
+        routes: &[R],
         file_index: impl Fn(usize) -> usize,
     ) -> Result<RouteTable, Vec<ConfigError>> {
         let mut table = RouteTable::default();
         let mut errors = Vec::new();
         for (index, route) in routes.iter().enumerate() {
-            let group = match &route.host {
+            let group = match route.host() {
                 None => &mut table.any,
                 Some(HostPattern::Exact(h)) => table.exact.entry(h.clone()).or_default(),
                 Some(HostPattern::Suffix(s)) => {
@@ -175,7 +258,7 @@ impl RouteTable {
     }
 
     /// Finds the route for a host (lower case, no port), a normalized path and a method.
-    pub fn lookup(&self, routes: &[Route], host: &str, path: &str, method: &str) -> Lookup {
+    pub fn lookup<R: Routed>(&self, routes: &[R], host: &str, path: &str, method: &str) -> Lookup {
         let exact = self.exact.get(host);
         let suffixes = self
             .suffix

@@ -80,17 +80,6 @@ pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
     B64.decode(text).ok()
 }
 
-/// How a session's refusal reaches the client: a missing `require` value is 403 `forbidden`
-/// (without the bearer challenge of a token route), anything else 401.
-pub fn session_refusal(e: AuthError) -> crate::GatewayError {
-    match e {
-        AuthError::InsufficientScope => crate::GatewayError::Forbidden(
-            "the signed-in account lacks a claim this route requires",
-        ),
-        e => crate::GatewayError::Auth(e),
-    }
-}
-
 /// The PKCE S256 challenge of a verifier.
 pub fn pkce_challenge(verifier: &str) -> String {
     b64(&Sha256::digest(verifier.as_bytes()))
@@ -524,7 +513,7 @@ impl Sso {
             }
             RedirectBase::RouteHosts(hosts) => hosts,
         };
-        let parts = crate::gateway::split_url(url).ok_or_else(|| HostNotServed::of(""))?;
+        let parts = crate::request::split_url(url).ok_or_else(|| HostNotServed::of(""))?;
         let refused = || HostNotServed::of(parts.host);
         let scheme = parts.scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
@@ -647,72 +636,9 @@ pub fn is_navigation(method: &str, accept: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests;
 
-impl crate::gateway::Gateway {
-    /// The SSO and signed-identity paths, answered before route matching: `{login_path}`,
-    /// `{callback_path}` (GET), `{logout_path}` (GET, POST), and `/.well-known/jwks.json` (GET,
-    /// HEAD) when `identity` is configured. `None`: not one of them.
-    pub fn sso_request(&self, head: &crate::request::Head) -> Option<SsoRequest> {
-        if self.config.sso.is_empty() && self.config.minting.is_none() {
-            return None;
-        }
-        // Too large or a refused method: route matching refuses it as for any other path.
-        self.check_request_size_and_method(head).ok()?;
-        // The one normalized path, letter case ignored: no spelling of these paths reaches an
-        // origin.
-        let path = head.path.as_deref().ok()?;
-        let is = |p: &str| path.eq_ignore_ascii_case(p);
-        let query = head.query.as_deref();
-        let get = head.method == "GET";
-        if is(JWKS_PATH) && self.config.minting.is_some() && (get || head.method == "HEAD") {
-            return Some(SsoRequest::Jwks);
-        }
-        let found = self.config.sso.iter().enumerate().find_map(|(i, s)| {
-            if get && is(&s.login_path) {
-                let next = query_param(query, "next").unwrap_or_else(|| "/".to_string());
-                let next = safe_next(&next)
-                    .map(str::to_string)
-                    .ok_or(LoginError::BadNext);
-                Some(SsoRequest::Login { sso: i, next })
-            } else if get && is(&s.callback_path) {
-                Some(SsoRequest::Callback {
-                    sso: i,
-                    callback: Callback::parse(query),
-                })
-            } else if (get || head.method == "POST") && is(&s.logout_path) {
-                Some(SsoRequest::Logout { sso: i })
-            } else {
-                None
-            }
-        })?;
-        // The host first: on a host the entry does not serve, none of its paths does anything.
-        let sso = match &found {
-            SsoRequest::Login { sso, .. }
-            | SsoRequest::Callback { sso, .. }
-            | SsoRequest::Logout { sso } => *sso,
-            SsoRequest::HostNotServed { .. } | SsoRequest::Jwks => return Some(found),
-        };
-        match self.config.sso[sso].return_address(&head.url) {
-            Ok(_) => Some(found),
-            Err(refused) => Some(SsoRequest::HostNotServed { sso, refused }),
-        }
-    }
-
-    /// The identity of a decrypted session of entry `sso` at `now`.
-    pub fn session_identity(
-        &self,
-        sso: usize,
-        plaintext: &[u8],
-        now: i64,
-    ) -> Result<Identity, AuthError> {
-        let session =
-            Session::from_plaintext(plaintext).ok_or(AuthError::NoSession("unreadable"))?;
-        session.identity(&self.config.sso[sso], now)
-    }
-}
-
 /// The path and query of a request URL, normalized: where a login it starts returns to.
 pub fn return_path(url: &str) -> Option<String> {
-    let u = crate::gateway::split_url(url)?;
+    let u = crate::request::split_url(url)?;
     let path = crate::path::normalize(u.path).ok()?;
     Some(match u.query {
         Some(q) => format!("{path}?{q}"),

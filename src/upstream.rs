@@ -12,10 +12,18 @@
 //!    for this request);
 //! 3. ejected servers, least recently ejected first: when everything is ejected the gateway still
 //!    tries rather than failing without trying.
-
-use crate::config::{Balance, EjectPolicy, Origin, RetryPolicy};
+//!
+//! The `origins` section of the config is validated here too, into [`Origin`].
 
 pub mod attempts;
+mod config;
+
+pub(crate) use config::{validate_origin, RawOrigin};
+pub use config::{
+    Balance, EjectPolicy, HashOn, Origin, RetryPolicy, Server, DEFAULT_ATTEMPTS,
+    DEFAULT_DEADLINE_MS, DEFAULT_EJECT_AFTER, DEFAULT_EJECT_FOR_MS, DEFAULT_EJECT_MAX_FOR_MS,
+    DEFAULT_REPLAY_BODY_BYTES, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
+};
 
 /// The Workers platform's limit on subrequests per request (free plan), which caps the attempts
 /// of one request together with cache and key fetches.

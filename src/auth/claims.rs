@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::policy::Policy;
 use super::token::Prepared;
 use super::AuthError;
-use crate::headers::is_valid_header_value;
+use crate::http::is_valid_header_value;
 
 /// Who is calling, as the verified token says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

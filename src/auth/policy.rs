@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::jwk::KeySet;
-use crate::config::{key_path, Problems};
-use crate::headers::{can_carry_identity, is_valid_header_name};
+use crate::http::{can_carry_identity, is_valid_header_name};
+use crate::problems::{key_path, Problems};
 
 /// The default cap on a token's length, in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;

@@ -12,9 +12,9 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use url::Url;
 
-use super::PublicSide;
+use super::{PublicSide, Rewrite};
 use crate::addr;
-use crate::config::{Rewrite, Server};
+use crate::upstream::Server;
 
 /// What the address hiding does with one response header.
 #[derive(Debug, Clone, PartialEq, Eq)]

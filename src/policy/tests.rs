@@ -284,9 +284,4 @@ fn limit_arithmetic() {
         "no length: enforced while streaming"
     );
     assert!(!body_too_large(Some(u64::MAX), None));
-    let h = vec![
-        ("a".to_string(), "bc".to_string()),
-        ("x-y".to_string(), String::new()),
-    ];
-    assert_eq!(header_bytes(&h), (1 + 2 + 4) + (3 + 4));
 }

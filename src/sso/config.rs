@@ -9,9 +9,10 @@ use crate::auth::policy::{
     validate_forward_claims, validate_require, DEFAULT_LEEWAY_S, DEFAULT_MAX_TOKEN_BYTES,
     DEFAULT_MIN_REFETCH_S,
 };
-use crate::auth::{Alg, AuthUse, Policy};
-use crate::config::{bounded, is_identifier, HostPattern, Problems, Route};
+use crate::auth::{Alg, Policy};
 use crate::path;
+use crate::problems::{bounded, is_identifier, key_path, Problems};
+use crate::router::HostPattern;
 
 /// Defaults of the `sso` fields.
 pub const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
@@ -626,12 +627,14 @@ pub(crate) fn validate_sso(
 }
 
 /// Gives each entry without `redirect_uri` the host patterns of the routes that use it, the only
-/// hosts its redirect URI may be built from. With `report` (every entry and route validated, so
-/// `sso` holds every entry in the order routes name them), an entry with neither is a problem at
-/// `$.sso.NAME.redirect_uri`: it could only follow the `Host` a request carries.
+/// hosts its redirect URI may be built from: `route_hosts` holds, for each route that uses an
+/// entry's session and has a host, the entry's index and the host. With `report` (every entry
+/// and route validated, so `sso` holds every entry in the order routes name them), an entry with
+/// neither is a problem at `$.sso.NAME.redirect_uri`: it could only follow the `Host` a request
+/// carries.
 pub(crate) fn route_hosts(
     sso: &mut [Sso],
-    routes: &[Route],
+    route_hosts: &[(usize, &HostPattern)],
     report: bool,
     problems: &mut Problems,
 ) {
@@ -639,20 +642,14 @@ pub(crate) fn route_hosts(
         let RedirectBase::RouteHosts(hosts) = &mut entry.redirect else {
             continue;
         };
-        for route in routes {
-            let uses_entry = route
-                .auth
-                .as_ref()
-                .is_some_and(|a| matches!(a.uses, AuthUse::Session { sso, .. } if sso == index));
-            if let (true, Some(host)) = (uses_entry, &route.host) {
-                if !hosts.contains(host) {
-                    hosts.push(host.clone());
-                }
+        for &(sso, host) in route_hosts {
+            if sso == index && !hosts.contains(host) {
+                hosts.push(host.clone());
             }
         }
         if report && hosts.is_empty() {
             problems.add(
-                format!("{}.redirect_uri", crate::config::key_path("$.sso", &entry.name)),
+                format!("{}.redirect_uri", key_path("$.sso", &entry.name)),
                 "no redirect_uri, and no route that uses this entry has a host: the redirect URI would follow whatever Host a request carries",
                 Some("set redirect_uri, or give the routes that use this entry a host"),
             );

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::b64;
 use crate::auth::Identity;
-use crate::config::{bounded, is_identifier, Problems};
-use crate::headers::can_carry_identity;
+use crate::http::can_carry_identity;
+use crate::problems::{bounded, is_identifier, Problems};
 
 pub const DEFAULT_MINT_TTL_S: u64 = 60;
 pub const DEFAULT_MINT_CLAIMS: [&str; 2] = ["email", "name"];

@@ -496,7 +496,7 @@ fn a_session_keeps_only_the_kept_claims_and_ends() {
         Err(AuthError::InsufficientScope)
     );
     assert_eq!(
-        session_refusal(AuthError::InsufficientScope).status(),
+        crate::error::session_refusal(AuthError::InsufficientScope).status(),
         403,
         "403 without a bearer challenge"
     );

@@ -6,7 +6,7 @@
 //! which outcomes are failures and which of those are retried, ejections, and the error the
 //! client gets when everything failed.
 
-use crate::config::Origin;
+use super::Origin;
 use crate::error::GatewayError;
 use crate::log::{Attempt, Outcome};
 

@@ -402,7 +402,7 @@ impl SsoCache {
         let session = Session::from_identity(sso, &identity, now);
         if let Err(e) = session.identity(sso, now) {
             return Err(Refused {
-                error: sso::session_refusal(e),
+                error: portcullis::error::session_refusal(e),
                 detail: Some(format!(
                     "sso '{}': the signed-in user lacks a required claim",
                     sso.name

@@ -3,13 +3,14 @@
 
 use serde::Deserialize;
 
-use super::{is_identifier, validate_header_name, Problems};
-use crate::cache::CacheRule;
+use super::CacheRule;
+use crate::http::validate_header_name;
 use crate::path;
+use crate::problems::{is_identifier, Problems};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawCache {
+pub(crate) struct RawCache {
     ttl_s: u64,
     key: Option<RawCacheKey>,
     statuses: Option<Vec<u64>>,
@@ -30,7 +31,7 @@ struct RawCacheKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawAdmin {
+pub(crate) struct RawAdmin {
     path: String,
     token_env: String,
 }
@@ -46,7 +47,7 @@ pub struct Admin {
 
 /// `has_auth`: whether the route has an auth policy. A cached response on such a route is keyed
 /// by the claims that identify the caller, or it could reach another caller: validation insists.
-pub(super) fn cache_rule(
+pub(crate) fn cache_rule(
     raw: &RawCache,
     has_auth: bool,
     at: &str,
@@ -154,7 +155,7 @@ pub(super) fn cache_rule(
     })
 }
 
-pub(super) fn admin(raw: &RawAdmin, problems: &mut Problems) -> Option<Admin> {
+pub(crate) fn admin(raw: &RawAdmin, problems: &mut Problems) -> Option<Admin> {
     let at = "$.admin";
     let before = problems.0.len();
     let normal = path::normalize(&raw.path).ok();

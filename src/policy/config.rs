@@ -4,12 +4,13 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{is_identifier, key_path, method_list, validate_header_name, Problems};
-use crate::headers::is_valid_header_value;
-use crate::policy::{
+use super::{
     AllowedOrigin, Cidr, Cors, IpRules, RateKey, RateLimit, SizeLimits, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_URL_BYTES,
 };
+use crate::http::is_valid_header_value;
+use crate::http::{method_list, validate_header_name};
+use crate::problems::{is_identifier, key_path, Problems};
 use crate::request::Underscores;
 
 /// Methods the gateway accepts when `settings.methods` is not set: TRACE and CONNECT are not.
@@ -30,7 +31,7 @@ const MAX_BODY_LIMIT: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSettings {
+pub(crate) struct RawSettings {
     max_url_bytes: Option<u64>,
     max_header_bytes: Option<u64>,
     methods: Option<Vec<String>>,
@@ -40,7 +41,7 @@ pub(super) struct RawSettings {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawCors {
+pub(crate) struct RawCors {
     origins: Vec<String>,
     methods: Option<Vec<String>>,
     #[serde(default)]
@@ -54,13 +55,13 @@ pub(super) struct RawCors {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawLimits {
+pub(crate) struct RawLimits {
     max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRateLimit {
+pub(crate) struct RawRateLimit {
     binding: String,
     key: String,
     period_s: Option<u64>,
@@ -132,7 +133,7 @@ fn security_headers(value: &Value, at: &str, problems: &mut Problems) -> Vec<(St
     }
 }
 
-pub(super) fn settings(raw: Option<&RawSettings>, problems: &mut Problems) -> Settings {
+pub(crate) fn settings(raw: Option<&RawSettings>, problems: &mut Problems) -> Settings {
     let mut s = Settings::default();
     let Some(raw) = raw else { return s };
     let at = "$.settings";
@@ -184,7 +185,7 @@ pub struct RoutePolicy {
     pub security_headers: Option<Vec<(String, String)>>,
 }
 
-pub(super) struct RawRoutePolicy<'a> {
+pub(crate) struct RawRoutePolicy<'a> {
     pub cors: Option<&'a RawCors>,
     pub limits: Option<&'a RawLimits>,
     pub allow_ips: Option<&'a Vec<String>>,
@@ -218,7 +219,7 @@ fn header_names(list: &[String], at: &str, problems: &mut Problems) -> Vec<Strin
         .collect()
 }
 
-pub(super) fn route_policy(
+pub(crate) fn route_policy(
     raw: RawRoutePolicy<'_>,
     route_methods: Option<&Vec<String>>,
     at: &str,
@@ -323,7 +324,7 @@ pub(super) fn route_policy(
         let key = match r.key.split_once(':') {
             None if r.key == "client_ip" => Some(RateKey::ClientIp),
             None if r.key == "route" => Some(RateKey::Route),
-            Some(("header", name)) if crate::headers::is_valid_header_name(name) => {
+            Some(("header", name)) if crate::http::is_valid_header_name(name) => {
                 Some(RateKey::Header(name.to_ascii_lowercase()))
             }
             Some(("claim", name)) if !name.is_empty() && has_auth => {
