@@ -440,48 +440,39 @@ impl AuthCache {
             .is_some_and(|v| v.policy == policy && now < v.until_ms)
     }
 
-    /// Step 5 for a matched request. `now` is ms since the epoch.
-    pub async fn authenticate(
-        &self,
-        gateway: &Gateway,
-        matched: &Matched,
-        env: &Env,
-        now: f64,
-    ) -> Outcome {
-        let (index, token) = match &matched.auth {
-            AuthStep::Public => {
-                return Outcome {
-                    identity: None,
-                    log: None,
-                    error: None,
-                    detail: None,
-                }
-            }
-            AuthStep::Anonymous => {
-                return Outcome {
-                    identity: None,
-                    log: Some(AuthLog {
-                        outcome: "anonymous",
-                        reason: None,
-                        kid: None,
-                        iss: None,
-                    }),
-                    error: None,
-                    detail: None,
-                }
-            }
+    /// Step 5 when it needs no I/O (a public route, an anonymous caller, a token verified
+    /// before): the outcome, or `None` when the token must be verified.
+    pub fn settled(&self, matched: &Matched) -> Option<Outcome> {
+        match &matched.auth {
+            AuthStep::Public => Some(Outcome {
+                identity: None,
+                log: None,
+                error: None,
+                detail: None,
+            }),
+            AuthStep::Anonymous => Some(Outcome {
+                identity: None,
+                log: Some(AuthLog {
+                    outcome: "anonymous",
+                    reason: None,
+                    kid: None,
+                    iss: None,
+                }),
+                error: None,
+                detail: None,
+            }),
             AuthStep::Cached { token, .. } => {
                 // `is_cached` checked it in this same synchronous run: it is still there.
                 let verified = self.verified.borrow();
                 let Some(v) = verified.get(token) else {
-                    return Outcome {
+                    return Some(Outcome {
                         identity: None,
                         log: None,
                         error: Some(AuthError::KeysUnavailable("cache")),
                         detail: Some("verified token vanished from the cache".into()),
-                    };
+                    });
                 };
-                return Outcome {
+                Some(Outcome {
                     log: Some(AuthLog {
                         outcome: "cached",
                         reason: None,
@@ -491,11 +482,28 @@ impl AuthCache {
                     identity: Some(v.identity.clone()),
                     error: None,
                     detail: None,
-                };
+                })
             }
+            AuthStep::Verify { .. } | AuthStep::Session { .. } => None,
+        }
+    }
+
+    /// Step 5 for a matched request. `now` is ms since the epoch.
+    pub async fn authenticate(
+        &self,
+        gateway: &Gateway,
+        matched: &Matched,
+        env: &Env,
+        now: f64,
+    ) -> Outcome {
+        if let Some(outcome) = self.settled(matched) {
+            return outcome;
+        }
+        let (index, token) = match &matched.auth {
             AuthStep::Verify { policy, token } => (*policy, token),
-            // Sessions are the `sso` module's; reaching here would be an adapter bug.
-            AuthStep::Session { .. } => {
+            // Sessions are the `sso` module's (and the rest settled above); reaching here would
+            // be an adapter bug.
+            _ => {
                 return Outcome {
                     identity: None,
                     log: None,

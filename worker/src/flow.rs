@@ -323,13 +323,31 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
         }
         Kind::Exchange(ex) => ex,
     };
+    // Steps that need no I/O this time (a token verified before, an identity token minted
+    // before) are settled here, without a crossing.
+    let gateway = isolate
+        .gateway
+        .as_ref()
+        .expect("an exchange runs only with a config");
+    loop {
+        match ex.poll() {
+            Step::Authenticate { matched, .. } => match isolate.auth.settled(matched) {
+                Some(outcome) => ex.authenticated(outcome),
+                None => return "U".to_string(),
+            },
+            Step::Mint { identity, aud } => match isolate.sso.reused(gateway, identity, aud) {
+                Some(token) => ex.minted(Ok(token)),
+                None => return "M".to_string(),
+            },
+            _ => break,
+        }
+    }
     match ex.poll() {
         Step::Answer(answer) => pack_answer(answer),
         Step::AdminSecret(name) => format!("S\n{name}"),
         Step::Purge(key) => format!("P\n{}", key.unwrap_or_default()),
         Step::Sso { .. } => "O".to_string(),
-        Step::Authenticate { .. } => "U".to_string(),
-        Step::Mint { .. } => "M".to_string(),
+        Step::Authenticate { .. } | Step::Mint { .. } => unreachable!("settled above"),
         Step::RateLimit { binding, key } => format!("R\n{binding}\n{key}"),
         Step::Lookup { key } => format!("L\n{key}"),
         Step::Forward(plan) => forward_step(isolate, attempts, plan, *has_body, *random, now),

@@ -559,6 +559,27 @@ impl SsoCache {
         }
     }
 
+    /// The identity token for `identity` on pool `aud` when it needs no signing: `Some(None)`
+    /// when there is nothing to sign, `Some(token)` for a token minted before and still fresh;
+    /// `None` when it must be minted.
+    pub fn reused(
+        &self,
+        gateway: &Gateway,
+        identity: &Identity,
+        aud: &str,
+    ) -> Option<Option<String>> {
+        let Some(minting) = gateway.config.minting.as_ref() else {
+            return Some(None);
+        };
+        let now = now_s();
+        let Some(claims) = minting.claims_for(identity, aud, now) else {
+            return Some(None);
+        };
+        let minted = self.minted.borrow();
+        let (token, until) = minted.get(&Minting::reuse_key(&claims))?;
+        (now < *until).then(|| Some(token.clone()))
+    }
+
     /// The identity token for `identity` on pool `aud`: reused while fresh, else minted.
     pub async fn mint(
         &self,
@@ -567,6 +588,9 @@ impl SsoCache {
         aud: &str,
         env: &Env,
     ) -> Result<Option<String>, String> {
+        if let Some(reused) = self.reused(gateway, identity, aud) {
+            return Ok(reused);
+        }
         let Some(minting) = gateway.config.minting.as_ref() else {
             return Ok(None);
         };
@@ -575,11 +599,6 @@ impl SsoCache {
             return Ok(None);
         };
         let reuse = Minting::reuse_key(&claims);
-        if let Some((token, until)) = self.minted.borrow().get(&reuse) {
-            if now < *until {
-                return Ok(Some(token.clone()));
-            }
-        }
         let key = self.signing_key(minting, env)?;
         let input = minting.signing_input(&key.kid, &claims);
         let signature = bytes_of(sso_sign(
