@@ -168,14 +168,16 @@ async function refresh(flow, request) {
   }
 }
 
-/// The response when the core itself failed (a Wasm trap; the core is reset before the next
-/// request): the gateway's JSON error body.
+/// The response when the core itself failed (a Wasm trap; the next request runs on a fresh
+/// instance): the gateway's JSON error body, with a request id made here.
 function internalError(e) {
-  console.error(JSON.stringify({ internal_error: message(e) }));
-  return new Response(
-    JSON.stringify({ error: "internal_error", message: "the gateway failed on this request", request_id: null }),
-    { status: 500, headers: { "content-type": "application/json", "cache-control": "no-store" } },
-  );
+  const id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  console.error(JSON.stringify({ request_id: id, status: 500, error: "internal_error", detail: message(e) }));
+  const body = { error: "internal_error", message: "the gateway failed on this request; its log has the detail", request_id: id };
+  return new Response(JSON.stringify(body), {
+    status: 500,
+    headers: { "content-type": "application/json", "cache-control": "no-store", "x-request-id": id },
+  });
 }
 
 async function handle(request, env, ctx) {
