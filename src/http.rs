@@ -150,6 +150,12 @@ pub fn can_carry_identity(name: &str) -> bool {
 /// The header list type of the plans: lower-case names, in order, repeats allowed.
 pub type HeaderList = Vec<(String, String)>;
 
+/// Statuses whose responses have no body (RFC 9110 §6.4.1, and 101 Switching Protocols): the
+/// client gets none even when the origin sent one.
+pub fn is_null_body_status(status: u16) -> bool {
+    matches!(status, 101 | 204 | 205 | 304)
+}
+
 /// The size of a header list as it travels in HTTP/1.1: `name: value\r\n` each.
 pub fn header_bytes(headers: &[(String, String)]) -> usize {
     headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum()

@@ -95,26 +95,36 @@ fn random_seed() -> [u8; 16] {
 /// as its problems: every request then answers 500 `config_invalid` and logs them.
 #[wasm_bindgen]
 pub fn configure(config: Option<String>) {
-    let text = config.as_deref().unwrap_or(EMBEDDED_CONFIG);
-    let gateway = Config::from_json(text)
-        .map(Gateway::new)
-        .map_err(|e| e.to_string());
-    if let Err(problems) = &gateway {
+    let isolate = Isolate::new(config.as_deref().unwrap_or(EMBEDDED_CONFIG), random_seed());
+    if let Err(problems) = &isolate.gateway {
         worker::console_error!("{}", serde_json::json!({ "config_invalid": problems }));
     }
-    let pools = match &gateway {
-        Ok(g) => g.config.origins.iter().map(PoolState::new).collect(),
-        Err(_) => Vec::new(),
-    };
+    install(isolate);
+}
+
+impl Isolate {
+    fn new(text: &str, seed: [u8; 16]) -> Isolate {
+        let gateway = Config::from_json(text)
+            .map(Gateway::new)
+            .map_err(|e| e.to_string());
+        let pools = match &gateway {
+            Ok(g) => g.config.origins.iter().map(PoolState::new).collect(),
+            Err(_) => Vec::new(),
+        };
+        Isolate {
+            gateway,
+            ids: RefCell::new(RequestIds::new(seed)),
+            pools: RefCell::new(pools),
+            refreshing: RefCell::new(HashSet::new()),
+            auth: Default::default(),
+            sso: Default::default(),
+        }
+    }
+}
+
+fn install(isolate: Isolate) {
     // Leaked once per isolate: the config lives as long as the isolate does.
-    let isolate: &'static Isolate = Box::leak(Box::new(Isolate {
-        gateway,
-        ids: RefCell::new(RequestIds::new(random_seed())),
-        pools: RefCell::new(pools),
-        refreshing: RefCell::new(HashSet::new()),
-        auth: Default::default(),
-        sso: Default::default(),
-    }));
+    let isolate: &'static Isolate = Box::leak(Box::new(isolate));
     ISOLATE.with(|cell| *cell.borrow_mut() = Some(isolate));
 }
 
@@ -365,7 +375,10 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
             headers,
             store,
         } => {
-            let mut out = format!("W\n{status}\n{}", flag(is_null_body_status(status)));
+            let mut out = format!(
+                "W\n{status}\n{}",
+                flag(portcullis::http::is_null_body_status(status))
+            );
             pack(&mut out, headers);
             match store {
                 Some((key, stored)) => {
@@ -377,11 +390,6 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
             out
         }
     }
-}
-
-/// Statuses whose responses have no body.
-fn is_null_body_status(status: u16) -> bool {
-    matches!(status, 101 | 204 | 205 | 304)
 }
 
 /// Step `F`: starts the attempts machine for `plan` (once) and says how to send the body.
@@ -596,13 +604,11 @@ pub fn unbuildable(handle: u32, detail: String) {
 /// many are).
 #[wasm_bindgen]
 pub fn refresh(handle: u32) -> u32 {
-    let plan = with(handle, |_, flow| {
-        exchange(flow)
-            .and_then(|ex| ex.plan())
-            .cloned()
-            .map(Box::new)
+    let parent = with(handle, |_, flow| {
+        let plan = exchange(flow).and_then(|ex| ex.plan()).cloned();
+        plan.map(|p| (Box::new(p), flow.random))
     });
-    let (Some(isolate), Some(plan)) = (isolate(), plan) else {
+    let (Some(isolate), Some((plan, random))) = (isolate(), parent) else {
         return 0;
     };
     let Some(CacheStep::Lookup { key }) = &plan.cache else {
@@ -624,7 +630,8 @@ pub fn refresh(handle: u32) -> u32 {
         },
         attempts: None,
         has_body: false,
-        random: (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64,
+        // The request's own random number: a refresh is that request's forward again.
+        random,
     })
 }
 
@@ -758,3 +765,6 @@ async fn perform_step(isolate: &'static Isolate, exchange: &mut Exchange<'static
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! The text the JavaScript entry and the core exchange, step by step, natively: a driver that
+//! plays the entry's part with the same exports it calls.
+
+use super::*;
+
+const CONFIG: &str = r#"{
+  "origins": {
+    "api": {
+      "servers": [{ "url": "http://10.0.0.1:8080/base" }, { "url": "http://10.0.0.2:8080/base" }],
+      "timeout_ms": 2000,
+      "retry": { "attempts": 2 }
+    }
+  },
+  "routes": [
+    { "name": "users", "path": "/api/users/{*rest}", "origin": "api", "rewrite": { "strip_prefix": "/api" } },
+    { "name": "cached", "path": "/api/cached/{*rest}", "origin": "api", "cache": { "ttl_s": 60 } }
+  ]
+}"#;
+
+/// Makes this thread's isolate from `config` (each test runs on its own thread).
+fn with_isolate(config: &str) {
+    install(Isolate::new(config, [7; 16]));
+}
+
+/// The fields of a step's text.
+fn fields(text: &str) -> Vec<&str> {
+    text.split('\n').collect()
+}
+
+/// The header list at `f[i]` and the index after it, as the entry reads it.
+fn headers_at(f: &[&str], i: usize) -> (Vec<(String, String)>, usize) {
+    let n: usize = f[i].parse().expect("a header count");
+    let list = (0..n)
+        .map(|k| (f[i + 1 + 2 * k].to_string(), f[i + 2 + 2 * k].to_string()))
+        .collect();
+    (list, i + 1 + 2 * n)
+}
+
+fn value<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    list.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_public_request_forwards_retries_and_answers_in_text() {
+    with_isolate(CONFIG);
+    let headers = "host\napi.example.com\naccept\n*/*\nx-empty\n\nconnection\nclose\n";
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/users/7?q=1",
+        headers,
+        false,
+        0.0,
+        1000.0,
+    );
+    assert_ne!(flow, 0);
+
+    let step = poll(flow, 1000.0);
+    let f = fields(&step);
+    assert_eq!(&f[..4], ["F", "N", "0", "GET"], "{step}");
+    let (to_origin, end) = headers_at(&f, 4);
+    assert_eq!(end, f.len(), "nothing after the header list: {step}");
+    assert_eq!(
+        value(&to_origin, "x-forwarded-host"),
+        Some("api.example.com")
+    );
+    assert_eq!(
+        value(&to_origin, "x-empty"),
+        Some(""),
+        "an empty value survives packing"
+    );
+    assert_eq!(value(&to_origin, "connection"), None);
+    let request_id = value(&to_origin, "x-request-id")
+        .expect("a request id")
+        .to_string();
+
+    // The first server refuses the connection: the core asks for the next one.
+    let first = next(flow, 1000.0);
+    let (url, timeout) = first.rsplit_once('\n').expect("url and timeout");
+    assert!(url.ends_with("/base/users/7?q=1"), "{first}");
+    assert_eq!(timeout, "2000");
+    assert_eq!(finished(flow, 1, 0, "connection refused".into(), 1001.0), 2);
+    let second = next(flow, 1001.0);
+    assert_ne!(
+        second.rsplit_once('\n').unwrap().0,
+        url,
+        "another server: {second}"
+    );
+    assert_eq!(finished(flow, 0, 200, String::new(), 1002.0), 0);
+    forwarded(
+        flow,
+        200,
+        "content-type\ntext/plain\nserver\norigin/1\nx-request-id\nfrom-origin\n",
+        1003.0,
+    );
+
+    let step = poll(flow, 1003.0);
+    let f = fields(&step);
+    assert_eq!(&f[..3], ["W", "200", "0"], "{step}");
+    let (to_client, end) = headers_at(&f, 3);
+    assert_eq!(&f[end..], ["0"], "nothing to store: {step}");
+    assert_eq!(value(&to_client, "content-type"), Some("text/plain"));
+    assert_eq!(value(&to_client, "server"), None);
+    assert_eq!(value(&to_client, "x-request-id"), Some(request_id.as_str()));
+
+    let log: serde_json::Value = serde_json::from_str(&finish(flow, 200, 4.0)).unwrap();
+    assert_eq!(log["request_id"], request_id.as_str());
+    assert_eq!(log["route"], "users");
+    assert_eq!(log["status"], 200);
+    let attempts = log["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{log}");
+    assert_eq!(attempts[0]["outcome"], "connect_failed");
+    assert_eq!(attempts[1]["status"], 200);
+    // The handle is free again, and a freed handle answers nothing.
+    assert_eq!(poll(flow, 1004.0), "");
+}
+
+#[test]
+fn answers_carry_bodies_with_newlines_and_null_bodies_are_flagged() {
+    let answer = Answer {
+        status: 403,
+        headers: vec![("content-type".into(), "text/html".into())],
+        body: Some("<p>a</p>\n<p>b</p>\n".into()),
+        log: None,
+        error: None,
+        detail: None,
+    };
+    let text = pack_answer(&answer);
+    let f = fields(&text);
+    assert_eq!(&f[..2], ["A", "403"]);
+    let (headers, i) = headers_at(&f, 2);
+    assert_eq!(headers, answer.headers);
+    assert_eq!(f[i], "1");
+    assert_eq!(f[i + 1..].join("\n"), "<p>a</p>\n<p>b</p>\n");
+    let none = pack_answer(&Answer {
+        body: None,
+        ..answer
+    });
+    let f = fields(&none);
+    assert_eq!(f[f.len() - 2], "0", "{none}");
+
+    with_isolate(CONFIG);
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/users/1",
+        "",
+        false,
+        0.0,
+        0.0,
+    );
+    poll(flow, 0.0);
+    next(flow, 0.0);
+    assert_eq!(finished(flow, 0, 304, String::new(), 1.0), 0);
+    forwarded(flow, 304, "etag\n\"x\"\n", 1.0);
+    assert!(
+        poll(flow, 1.0).starts_with("W\n304\n1\n"),
+        "304 has no body"
+    );
+    finish(flow, 304, 1.0);
+}
+
+#[test]
+fn a_route_with_a_cache_looks_up_then_stores() {
+    with_isolate(CONFIG);
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/cached/a",
+        "",
+        false,
+        0.0,
+        0.0,
+    );
+    let step = poll(flow, 0.0);
+    let f = fields(&step);
+    assert_eq!(f[0], "L", "{step}");
+    let key = f[1].to_string();
+    looked_up(flow, None, 0.0);
+    assert!(poll(flow, 0.0).starts_with("F\n"));
+    next(flow, 0.0);
+    assert_eq!(finished(flow, 0, 200, String::new(), 1.0), 0);
+    forwarded(flow, 200, "content-type\ntext/plain\n", 1.0);
+    let step = poll(flow, 1.0);
+    let f = fields(&step);
+    let (to_client, end) = headers_at(&f, 3);
+    assert_eq!(value(&to_client, "x-cache-status"), Some("MISS"), "{step}");
+    assert_eq!(f[end], "1", "stored: {step}");
+    assert_eq!(f[end + 1], key, "under the key it looked up");
+    let (stored, _) = headers_at(&f, end + 2);
+    assert!(!stored.is_empty());
+    finish(flow, 200, 1.0);
+}
+
+#[test]
+fn every_attempt_failing_answers_the_gateway_error() {
+    with_isolate(CONFIG);
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/users/1",
+        "",
+        false,
+        0.0,
+        0.0,
+    );
+    poll(flow, 0.0);
+    for now in [1.0, 2.0] {
+        assert!(!next(flow, now).is_empty());
+        assert_eq!(finished(flow, 2, 0, String::new(), now + 2000.0), 2);
+    }
+    assert_eq!(next(flow, 5000.0), "", "no attempt left");
+    let step = poll(flow, 5000.0);
+    assert!(step.starts_with("A\n504\n"), "{step}");
+    assert!(step.contains("\"error\":\"origin_timeout\""), "{step}");
+    let log: serde_json::Value = serde_json::from_str(&finish(flow, 504, 1.0)).unwrap();
+    assert_eq!(log["error"], "origin_timeout");
+}
+
+#[test]
+fn a_config_with_problems_answers_500_and_logs_them() {
+    with_isolate(
+        r#"{ "origins": { "a": { "servers": [{ "url": "http://10.0.0.1" }] } },
+             "routes": [ { "name": "x", "path": "/x", "origin": "missing" } ] }"#,
+    );
+    let flow = start("GET", "https://api.example.com/x", "", false, 0.0, 0.0);
+    let step = poll(flow, 0.0);
+    assert!(step.starts_with("A\n500\n"), "{step}");
+    assert!(step.contains("config_invalid"));
+    let log: serde_json::Value = serde_json::from_str(&finish(flow, 500, 1.0)).unwrap();
+    assert_eq!(log["error"], "config_invalid");
+    assert!(
+        log["detail"].as_str().unwrap().contains("routes[0].origin"),
+        "{log}"
+    );
+}
