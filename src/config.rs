@@ -82,6 +82,7 @@ struct RawRoute {
     deny_ips: Option<Vec<String>>,
     rate_limit: Option<edge::RawRateLimit>,
     security_headers: Option<Value>,
+    websocket: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -135,6 +136,8 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// The edge cache rule, for GET and HEAD.
     pub cache: Option<crate::cache::CacheRule>,
+    /// Whether WebSocket upgrades pass through to the origin (elsewhere they are refused).
+    pub websocket: bool,
 }
 
 impl Route {
@@ -551,6 +554,14 @@ fn validate_route(
         problems,
     );
 
+    let websocket = raw.websocket.unwrap_or(false);
+    if websocket && methods.as_ref().is_some_and(|m| !m.iter().any(|m| m == "GET")) {
+        problems.add(
+            format!("{at}.websocket"),
+            "a WebSocket handshake is a GET, and `methods` does not allow GET".to_string(),
+            Some("add \"GET\" to `methods`, or leave `methods` out"),
+        );
+    }
     if problems.0.len() != before {
         return None;
     }
@@ -564,6 +575,7 @@ fn validate_route(
     Some(Route {
         cache,
         policy,
+        websocket,
         name: raw.name.clone(),
         host,
         path: raw.path.clone(),

@@ -19,6 +19,8 @@ pub enum GatewayError {
     BadHeader(&'static str),
     /// The client's request body could not be read (the client went away mid-body).
     UnreadableBody,
+    /// A WebSocket handshake on a route without `websocket: true`.
+    UpgradeRefused,
     /// No route matches host and path.
     NoRoute,
     /// An IP rule or a CORS policy refuses the request; the reason is public.
@@ -68,7 +70,8 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_)
             | GatewayError::BadHeader(_)
-            | GatewayError::UnreadableBody => 400,
+            | GatewayError::UnreadableBody
+            | GatewayError::UpgradeRefused => 400,
             GatewayError::NoRoute => 404,
             GatewayError::Forbidden(_) => 403,
             GatewayError::PayloadTooLarge => 413,
@@ -91,7 +94,8 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_)
             | GatewayError::BadHeader(_)
-            | GatewayError::UnreadableBody => "bad_request",
+            | GatewayError::UnreadableBody
+            | GatewayError::UpgradeRefused => "bad_request",
             GatewayError::NoRoute => "no_route",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::PayloadTooLarge => "payload_too_large",
@@ -116,6 +120,7 @@ impl GatewayError {
             GatewayError::BadRequest(e) => format!("malformed request: {e}"),
             GatewayError::BadHeader(reason) => format!("malformed request: {reason}"),
             GatewayError::UnreadableBody => "the request body could not be read".into(),
+            GatewayError::UpgradeRefused => "this route does not accept WebSocket connections".into(),
             GatewayError::NoRoute => "no route matches this request".into(),
             GatewayError::Forbidden(reason) => (*reason).into(),
             GatewayError::PayloadTooLarge => {

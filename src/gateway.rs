@@ -60,6 +60,8 @@ pub struct ForwardPlan {
     pub rate_limit: Option<(String, String)>,
     /// What the edge cache does with this request, on a route with `cache`.
     pub cache: Option<CacheStep>,
+    /// A WebSocket handshake: the origin's answer is a 101 with the connection.
+    pub websocket: bool,
     /// The verified claims' header forms, for `{claim.NAME}` in response headers.
     claims: BTreeMap<String, String>,
     client_ip: Option<String>,
@@ -415,6 +417,26 @@ impl Gateway {
                 Some(&normalized),
             ));
         }
+        // A WebSocket handshake only where the route accepts one, and from an allowed origin.
+        if head.websocket {
+            let error = if !route.websocket {
+                Some(GatewayError::UpgradeRefused)
+            } else if !route
+                .policy
+                .cors
+                .as_ref()
+                .is_none_or(|c| c.allows_handshake(head.header("origin")))
+            {
+                Some(GatewayError::Forbidden(
+                    "this origin may not open a WebSocket on this route",
+                ))
+            } else {
+                None
+            };
+            if let Some(error) = error {
+                return Err(refuse(error, Some(index), Some(&normalized)));
+            }
+        }
         let auth = match &route.auth {
             None => AuthStep::Public,
             Some(RouteAuth {
@@ -537,7 +559,12 @@ impl Gateway {
             )
         };
         let headers = headers::request_plan(&head.headers, &fwd, &route.request_headers, lookup);
-        let headers = http::without_cookies(headers, &cfg.sso_cookies);
+        let mut headers = http::without_cookies(headers, &cfg.sso_cookies);
+        // The one hop-by-hop header that crosses: the runtime opens the origin's WebSocket for
+        // a subrequest that asks for it.
+        if head.websocket {
+            headers.push(("upgrade".to_string(), "websocket".to_string()));
+        }
         ForwardPlan {
             route: index,
             method: head.method.clone(),
@@ -552,7 +579,11 @@ impl Gateway {
                 .map(str::to_string),
             max_body_bytes: route.policy.max_body_bytes,
             rate_limit,
+            websocket: head.websocket,
             cache: route.cache.as_ref().map(|rule| {
+                if head.websocket {
+                    return CacheStep::Bypass { reason: "websocket" };
+                }
                 match rule.usage(&head.method, head, &cfg.credentials) {
                     cache::Use::Bypass(reason) => CacheStep::Bypass { reason },
                     cache::Use::Lookup => match rule.key(&route.name, head, normalized, identity) {

@@ -243,6 +243,8 @@ pub struct Exchange<'g> {
     pub attempts: Vec<Attempt>,
     cache: Option<&'static str>,
     cache_reason: Option<&'static str>,
+    /// `websocket` for a WebSocket handshake.
+    upgrade: Option<&'static str>,
     /// Whether refusals are pages for browsers (routes of an `sso` entry).
     html_errors: bool,
     accept: Option<String>,
@@ -280,6 +282,7 @@ impl<'g> Exchange<'g> {
             attempts: Vec::new(),
             cache: None,
             cache_reason: None,
+            upgrade: None,
             html_errors: false,
             accept: None,
             is_cached: Box::new(is_cached),
@@ -423,6 +426,9 @@ impl<'g> Exchange<'g> {
     /// Phase 3: a CORS preflight, routing, edge policy, what auth needs.
     fn route(&mut self, head: Head) -> State {
         let g = self.gateway;
+        if head.websocket {
+            self.upgrade = Some("websocket");
+        }
         match g.preflight(&head) {
             Some(Ok(mut headers)) => {
                 headers.push(("x-request-id".to_string(), self.request_id.clone()));
@@ -728,6 +734,7 @@ impl<'g> Exchange<'g> {
             attempts: self.attempts.clone(),
             cache: self.cache,
             cache_reason: self.cache_reason,
+            upgrade: self.upgrade,
             duration_ms,
         }
         .to_json()

@@ -74,6 +74,9 @@ pub struct LogLine<'a> {
     /// Why the request was not cached, with `cache: "BYPASS"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_reason: Option<&'static str>,
+    /// `websocket` for a WebSocket handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<&'static str>,
     pub duration_ms: u64,
 }
 

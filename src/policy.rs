@@ -212,6 +212,13 @@ impl Cors {
         })
     }
 
+    /// Whether a WebSocket handshake with this `Origin` may open: browsers send `Origin` on
+    /// every handshake and apply no CORS to WebSockets, so the gateway checks it (a handshake
+    /// without `Origin` is not a browser's, and there is no page to protect).
+    pub fn allows_handshake(&self, origin: Option<&str>) -> bool {
+        origin.is_none_or(|o| self.allow_origin(o).is_some())
+    }
+
     /// Decides a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`).
     pub fn preflight(
         &self,

@@ -66,6 +66,10 @@ pub struct Head {
     pub url_bytes: usize,
     /// The header list's size as it arrived, `name: value\r\n` each.
     pub header_bytes: usize,
+    /// A WebSocket opening handshake: a GET whose `Upgrade` names `websocket` (any letter case,
+    /// anywhere in the list, in any of its `Upgrade` headers). `Connection: upgrade` is not
+    /// required: not every front end passes `Connection` on.
+    pub websocket: bool,
 }
 
 /// Why a request could not be read at all.
@@ -181,7 +185,14 @@ impl Head {
             .flat_map(|(_, v)| crate::http::cookie_pairs(v))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let websocket = method == "GET"
+            && headers
+                .iter()
+                .filter(|(n, _)| n == "upgrade")
+                .flat_map(|(_, v)| v.split(','))
+                .any(|token| token.trim().eq_ignore_ascii_case("websocket"));
         Ok(Head {
+            websocket,
             method: method.to_string(),
             url: url.to_string(),
             scheme: parts.scheme.to_ascii_lowercase(),

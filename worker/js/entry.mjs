@@ -248,7 +248,10 @@ async function handle(request, env, ctx) {
               if (body !== null) [body, copy] = body.tee();
               ctx.waitUntil(cachePut(f[i + 1], new Response(copy, { status: Number(f[1]), headers: stored })));
             }
-            response = new Response(body, { status: Number(f[1]), headers });
+            // A 101 hands the origin's WebSocket to the client as it is: frames never pass
+            // through this code or the core.
+            const webSocket = f[1] === "101" ? origin?.webSocket : undefined;
+            response = new Response(body, { status: Number(f[1]), headers, webSocket });
           } catch (e) {
             core.unbuildable(flow, message(e));
           }

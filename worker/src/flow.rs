@@ -674,6 +674,7 @@ pub fn finish(handle: u32, status: u16, duration_ms: f64) -> String {
             attempts: Vec::new(),
             cache: None,
             cache_reason: None,
+            upgrade: None,
             duration_ms,
         }
         .to_json(),
