@@ -555,7 +555,11 @@ fn validate_route(
     );
 
     let websocket = raw.websocket.unwrap_or(false);
-    if websocket && methods.as_ref().is_some_and(|m| !m.iter().any(|m| m == "GET")) {
+    if websocket
+        && methods
+            .as_ref()
+            .is_some_and(|m| !m.iter().any(|m| m == "GET"))
+    {
         problems.add(
             format!("{at}.websocket"),
             "a WebSocket handshake is a GET, and `methods` does not allow GET".to_string(),

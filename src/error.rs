@@ -120,7 +120,9 @@ impl GatewayError {
             GatewayError::BadRequest(e) => format!("malformed request: {e}"),
             GatewayError::BadHeader(reason) => format!("malformed request: {reason}"),
             GatewayError::UnreadableBody => "the request body could not be read".into(),
-            GatewayError::UpgradeRefused => "this route does not accept WebSocket connections".into(),
+            GatewayError::UpgradeRefused => {
+                "this route does not accept WebSocket connections".into()
+            }
             GatewayError::NoRoute => "no route matches this request".into(),
             GatewayError::Forbidden(reason) => (*reason).into(),
             GatewayError::PayloadTooLarge => {

@@ -582,7 +582,9 @@ impl Gateway {
             websocket: head.websocket,
             cache: route.cache.as_ref().map(|rule| {
                 if head.websocket {
-                    return CacheStep::Bypass { reason: "websocket" };
+                    return CacheStep::Bypass {
+                        reason: "websocket",
+                    };
                 }
                 match rule.usage(&head.method, head, &cfg.credentials) {
                     cache::Use::Bypass(reason) => CacheStep::Bypass { reason },

@@ -291,6 +291,21 @@ fn every_rejection_names_its_json_path() {
             "listed twice",
         ),
         (
+            "websocket without GET",
+            Box::new(|v| {
+                set(v, "/routes/0/websocket", json!(true));
+                set(v, "/routes/0/methods", json!(["POST"]));
+            }),
+            "$.routes[0].websocket",
+            "does not allow GET",
+        ),
+        (
+            "websocket not a boolean",
+            Box::new(|v| set(v, "/routes/0/websocket", json!("yes"))),
+            "$.routes[0].websocket",
+            "boolean",
+        ),
+        (
             "bad host",
             Box::new(|v| set(v, "/routes/0/host", json!("https://api.example.com"))),
             "$.routes[0].host",

@@ -554,3 +554,92 @@ fn rate_limit_verdicts_fail_open_only_when_the_binding_fails() {
     assert_eq!(error.code(), "config_invalid");
     assert!(detail.unwrap().contains("[[ratelimits]]"));
 }
+
+#[test]
+fn websocket_handshakes_pass_only_where_the_route_accepts_them() {
+    let text = serde_json::json!({
+        "origins": { "chat": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },
+        "routes": [
+            { "name": "live", "path": "/live/{*rest}", "origin": "chat", "websocket": true,
+              "cache": { "ttl_s": 60 } },
+            { "name": "guarded", "path": "/guarded/{*rest}", "origin": "chat", "websocket": true,
+              "cors": { "origins": ["https://app.example"] } },
+            { "name": "plain", "path": "/plain/{*rest}", "origin": "chat" }
+        ]
+    });
+    let g = Gateway::new(Config::from_json(&text.to_string()).unwrap());
+    let run = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let url = format!("https://api.example.com{path}");
+        g.plan(
+            &Incoming {
+                method,
+                url: &url,
+                headers: &headers,
+            },
+            "rid",
+        )
+    };
+    let upgrade =
+        |p: &ForwardPlan| crate::headers::first(&p.headers, "upgrade").map(str::to_string);
+    // Every spelling of the token is one handshake; other upgrades are not WebSocket.
+    for value in ["websocket", "WebSocket", "h2c, websocket", " WEBSOCKET "] {
+        let p = run("GET", "/live/a", &[("upgrade", value)]).unwrap();
+        assert!(p.websocket, "{value}");
+        assert_eq!(upgrade(&p).as_deref(), Some("websocket"), "{value}");
+        assert_eq!(
+            p.cache,
+            Some(CacheStep::Bypass {
+                reason: "websocket"
+            }),
+            "{value}"
+        );
+        let refused = run("GET", "/plain/a", &[("Upgrade", value)]).unwrap_err();
+        assert_eq!(refused.error, GatewayError::UpgradeRefused, "{value}");
+        assert_eq!(refused.error.status(), 400);
+    }
+    // Two Upgrade headers: the token in either counts.
+    let p = run(
+        "GET",
+        "/live/a",
+        &[("upgrade", "h2c"), ("upgrade", "websocket")],
+    )
+    .unwrap();
+    assert!(p.websocket);
+    for (method, value) in [("GET", "h2c"), ("GET", "websockets"), ("POST", "websocket")] {
+        let p = run(method, "/live/a", &[("upgrade", value)]).unwrap();
+        assert!(!p.websocket, "{method} {value}");
+        assert_eq!(
+            upgrade(&p),
+            None,
+            "a plain request's Upgrade is hop-by-hop: {method} {value}"
+        );
+        let p = run(method, "/plain/a", &[("upgrade", value)]).unwrap();
+        assert!(!p.websocket, "{method} {value}");
+    }
+    // A route with CORS checks the handshake's Origin.
+    let ws = ("upgrade", "websocket");
+    assert!(run(
+        "GET",
+        "/guarded/a",
+        &[ws, ("origin", "https://app.example")]
+    )
+    .is_ok());
+    assert!(run(
+        "GET",
+        "/guarded/a",
+        &[ws, ("origin", "https://APP.example")]
+    )
+    .is_ok());
+    assert!(
+        run("GET", "/guarded/a", &[ws]).is_ok(),
+        "no Origin: not a browser"
+    );
+    for origin in ["https://evil.example", "null", "https://app.example.evil"] {
+        let refused = run("GET", "/guarded/a", &[ws, ("origin", origin)]).unwrap_err();
+        assert_eq!(refused.error.status(), 403, "{origin}");
+    }
+}

@@ -21,7 +21,8 @@ fn gateway() -> Gateway {
               "rate_limit": { "binding": "RL", "key": "route", "period_s": 10 } },
             { "name": "office", "path": "/office", "origin": "o", "allow_ips": ["203.0.113.0/24"] },
             { "name": "cors", "path": "/cors", "origin": "o",
-              "cors": { "origins": ["https://app.example"] } }
+              "cors": { "origins": ["https://app.example"] } },
+            { "name": "live", "path": "/live", "origin": "o", "websocket": true, "auth": "main" }
         ]
     });
     Gateway::new(Config::from_json(&cfg.to_string()).unwrap())
@@ -496,4 +497,61 @@ fn sessions_become_identities_anonymous_callers_or_refusals() {
     let refused = AuthResult::of_session(none(), false);
     assert_eq!(refused.error, Some(AuthError::NoSession("no cookie")));
     assert_eq!(refused.log.unwrap().outcome, "refused");
+}
+
+#[test]
+fn websocket_handshakes_are_guarded_forwarded_and_logged() {
+    let g = gateway();
+    let ws = [
+        ("upgrade", "websocket"),
+        ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln"),
+    ];
+    let switching = Runtime {
+        origin: || Ok((101, vec![("sec-websocket-protocol".into(), "chat".into())])),
+        ..Default::default()
+    };
+    let end = run(&g, "GET", "https://api.example.com/live", &ws, &switching);
+    assert_eq!(
+        end.steps,
+        ["admin_secret", "authenticate", "forward", "respond"]
+    );
+    assert_eq!(end.status, 101);
+    assert_eq!(header(&end, "sec-websocket-protocol"), Some("chat"));
+    assert_eq!(end.log["upgrade"], "websocket");
+    // Auth refuses before any origin is asked.
+    let end = run(
+        &g,
+        "GET",
+        "https://api.example.com/live",
+        &[("upgrade", "websocket")],
+        &switching,
+    );
+    assert_eq!(
+        (end.steps.as_slice(), end.status),
+        (["answer"].as_slice(), 401)
+    );
+    assert_eq!(end.log["upgrade"], "websocket");
+    // A route without `websocket`: 400, logged as the refused upgrade it was.
+    let end = run(
+        &g,
+        "GET",
+        "https://api.example.com/pub",
+        &[("upgrade", "websocket")],
+        &switching,
+    );
+    assert_eq!(
+        (end.steps.as_slice(), end.status),
+        (["answer"].as_slice(), 400)
+    );
+    assert_eq!(end.log["error"], "bad_request");
+    assert_eq!(end.log["upgrade"], "websocket");
+    // A plain request logs no upgrade.
+    let end = run(
+        &g,
+        "GET",
+        "https://api.example.com/pub",
+        &[],
+        &Runtime::default(),
+    );
+    assert!(end.log.get("upgrade").is_none(), "{}", end.log);
 }
