@@ -707,6 +707,40 @@ def settle(pid: int) -> int:
     return last
 
 
+WS_MESSAGES = {"full": 4000, "quick": 1500, "smoke": 50}
+WS_ROUNDS = {"full": 3, "quick": 2, "smoke": 1}
+
+
+def websocket_bench(servers: dict, messages: int, rounds: int, core: Optional[int]) -> dict:
+    """Messages through a WebSocket, side by side: for each server ("js": the JS pass-through,
+    "gateway": a `websocket: true` route), in interleaved rounds, one connection sends
+    `messages` text messages of 64 bytes one at a time and waits for each echo (a WebSocket echo
+    origin on 127.0.0.1, tests/e2e/ws_origin.py, in this process). Reports messages/s and the
+    serving process's CPU per message (every thread, /proc/PID/task/*/schedstat), the medians."""
+    from websockets.sync.client import connect  # the test venv's, pinned in scripts/versions.env
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    payload = "m" * 64
+    for _ in range(rounds):
+        for name, (url, pid) in servers.items():
+            with connect(url, open_timeout=20) as ws:
+                ws.send(payload)
+                if ws.recv(timeout=10) != payload:
+                    raise RuntimeError(f"websocket {name}: the echo differs")
+                settle(pid)
+                cpu0, t0 = process_cpu_ns(pid) or 0, time.monotonic()
+                for _ in range(messages):
+                    ws.send(payload)
+                    if ws.recv(timeout=10) != payload:
+                        raise RuntimeError(f"websocket {name}: the echo differs")
+                elapsed = time.monotonic() - t0
+                cpu = settle(pid) - cpu0
+            runs[name].append({"messages": messages, "per_s": messages / elapsed,
+                               "cpu_us_per_message": cpu / 1000 / messages})
+    return {name: {"per_s": median([r["per_s"] for r in rs]),
+                   "cpu_us_per_message": median([r["cpu_us_per_message"] for r in rs]), "runs": rs}
+            for name, rs in runs.items()}
+
+
 def cold_start(make_worker: dict, starts: int, warm: int, core: Optional[int]) -> dict:
     """For each server of COLD_SERVERS, `starts` times: a fresh `workerd serve` (a fresh isolate)
     is started and pinned like the others, left to settle, then sent one request and `warm` more,
@@ -824,6 +858,9 @@ def summarize(results: dict) -> dict:
     miss = get("gateway-cache-miss", "cpu_us_per_req")
     h["cache_hit_over_miss_cpu"] = ratio(hit, miss)
     h["cache_hit_over_uncached_cpu"] = ratio(hit, public)
+    ws = results.get("websocket") or {}
+    h["websocket_cpu_over_js"] = ratio((ws.get("gateway") or {}).get("cpu_us_per_message"),
+                                       (ws.get("js") or {}).get("cpu_us_per_message"))
 
     # The goals of the issue "One reading of each request, one sequencer, one crossing per step".
     goals = []
@@ -947,6 +984,7 @@ def markdown(results: dict) -> str:
         f"**{fmt(h.get('minted_identity_added_cpu_us'), '{:+.0f} µs')}** (difference of the medians)"
         f"{added_range(h.get('minted_identity_added_cpu_us_per_round'))}",
         "",
+        *websocket_markdown(results.get("websocket"), h.get("websocket_cpu_over_js")),
         "Worker size (worker/build, gzip -9):",
         "",
         "| file | raw bytes | gzip bytes |",
@@ -983,6 +1021,26 @@ def markdown(results: dict) -> str:
                      f"{c['runs']}): **{c['median_ms']:.2f} ms** (min {c['min_ms']:.2f}, max {c['max_ms']:.2f}).")
     lines += ["", *cold_start_markdown(results.get("cold_start", {})), ""]
     return "\n".join(lines)
+
+
+def websocket_markdown(ws: Optional[dict], over_js: Optional[float]) -> list[str]:
+    if not ws:
+        return []
+    n = ws["js"]["runs"][0]["messages"]
+    lines = [
+        f"WebSocket: one connection per server sends {n:,} text messages of 64 bytes one at a time and waits for each "
+        f"echo (a WebSocket echo origin on 127.0.0.1), {len(ws['js']['runs'])} interleaved rounds, medians; CPU is the "
+        "serving process's, every thread (`/proc/PID/task/*/schedstat`). The gateway hands the origin's WebSocket to the "
+        "client, so its CPU per message should be the pass-through's.",
+        "",
+        "| server | messages/s | CPU µs/message |",
+        "|---|---:|---:|",
+    ]
+    for name, what in (("js", "JS pass-through"), ("gateway", "gateway, `websocket: true` route")):
+        r = ws[name]
+        lines.append(f"| {what} | {r['per_s']:.0f} | {r['cpu_us_per_message']:.1f} |")
+    lines += ["", f"Gateway CPU per message over the JS pass-through's: **{fmt(over_js, '{:.2f}x')}**.", ""]
+    return lines
 
 
 def cold_starts(results: dict) -> str:
@@ -1040,6 +1098,11 @@ def print_table(results: dict) -> None:
         print(f"{r['name']:<20} {fmt(r['rps']):>8} {fmt(r['cpu_us_per_req']):>11} "
               f"{fmt(r['p50_ms'], '{:.2f}'):>8} {fmt(r['p99_ms'], '{:.2f}'):>8} "
               f"{fmt(r['cpu_us_per_req_fixed_rate']):>9}  {r['rounds']}{unfinished(r)}")
+    ws = results.get("websocket")
+    if ws:
+        print(f"websocket: js-passthrough {ws['js']['per_s']:.0f} messages/s {ws['js']['cpu_us_per_message']:.1f} µs/message; "
+              f"gateway {ws['gateway']['per_s']:.0f} messages/s {ws['gateway']['cpu_us_per_message']:.1f} µs/message "
+              f"({fmt(results['headline'].get('websocket_cpu_over_js'), '{:.2f}x')})")
     s = results["size"]
     print()
     print(f"size: index_bg.wasm {s['wasm_raw']:,} B raw, {s['wasm_gzip']:,} B gzip; index.js "
@@ -1263,6 +1326,28 @@ def main() -> int:
                 "fixed_rate_unfinished": sum(r["requests"] - r["completed"] for r in fixed[v.name]),
                 "saturation_runs": sat[v.name], "fixed_rate_runs": fixed[v.name],
             })
+        # --- WebSocket: the gateway's CPU per message next to the JS pass-through's ---------
+        from ws_origin import WsOrigin
+        ws_origin = WsOrigin("bench").start()
+        stack.callback(ws_origin.stop)
+        ws_workers = {
+            "js": Workerd(None, text_bindings={"ORIGIN": ws_origin.url}, build_dir=js_dir),
+            "gateway": Workerd(json.dumps({
+                "origins": {"ws": {"servers": [{"url": ws_origin.url}]}},
+                "routes": [{"name": "ws", "path": "/ws/{*rest}", "origin": "ws", "websocket": True}],
+            }), build_dir=WORKER_BUILD),
+        }
+        for w in ws_workers.values():
+            stack.callback(w.stop)
+            w.start()
+            pin(w.proc.pid, server_core)
+        log(f"websocket: {WS_ROUNDS[mode]} rounds of {WS_MESSAGES[mode]} echoed messages per server")
+        websocket = websocket_bench(
+            {name: (w.base_url.replace("http://", "ws://") + "/ws/echo", w.proc.pid) for name, w in ws_workers.items()},
+            WS_MESSAGES[mode], WS_ROUNDS[mode], server_core)
+        for w in ws_workers.values():
+            w.stop()
+
         c = COLD_START[mode]
         log(f"cold start: {c['starts']} fresh starts of each of " + ", ".join(l for _, l in COLD_SERVERS)
             + f", {c['warm']} warm requests after the first")
@@ -1283,6 +1368,7 @@ def main() -> int:
             "upload": upload_size(workdir),
             "startup": startup_cost(workdir, try_wrangler=(mode == "full")),
             "cold_start": cold,
+            "websocket": websocket,
         }
         results["headline"] = summarize(results)
         results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
