@@ -107,6 +107,8 @@ pub struct Config {
     /// Signed identity for origins, when configured.
     pub minting: Option<Minting>,
     /// The session and login cookie names of every `sso` entry: never forwarded to origins.
+    /// The Worker secrets that header values name (`{secret.NAME}`), sorted, each once.
+    pub secrets: Vec<String>,
     pub sso_cookies: Vec<String>,
     /// The `forward_claims` header names of every policy and `sso` entry, and the identity
     /// header (lower case): a client's copies are dropped on every route.
@@ -351,9 +353,17 @@ impl Config {
         // them together with everything else.
         let table = RouteTable::build(&routes, |i| file_index[i]);
         let credentials = credentials(&policies, &sso);
+        let mut secrets: Vec<String> = Vec::new();
+        for name in routes.iter().flat_map(|r| r.request_headers.secrets()) {
+            if !secrets.iter().any(|s| s == name) {
+                secrets.push(name.to_string());
+            }
+        }
+        crate::sort::stable_sort_by(&mut secrets, |a, b| a.cmp(b));
         match table {
             Ok(table) if problems.0.is_empty() => Ok(Config {
                 credentials,
+                secrets,
                 origins,
                 routes,
                 settings,
@@ -530,13 +540,19 @@ fn validate_route(
         .request_headers
         .as_ref()
         .map_or_else(HeaderRules::default, |r| {
-            validate_header_rules(r, &params, &format!("{at}.request_headers"), problems)
+            validate_header_rules(r, &params, true, &format!("{at}.request_headers"), problems)
         });
     let response_headers = raw
         .response_headers
         .as_ref()
         .map_or_else(HeaderRules::default, |r| {
-            validate_header_rules(r, &params, &format!("{at}.response_headers"), problems)
+            validate_header_rules(
+                r,
+                &params,
+                false,
+                &format!("{at}.response_headers"),
+                problems,
+            )
         });
 
     let policy = edge::route_policy(

@@ -289,11 +289,35 @@ pub fn join_upstream(base: &str, path: &str, query: Option<&str>) -> String {
 #[derive(Debug)]
 pub struct Gateway {
     pub config: Config,
+    /// The values of [`Config::secrets`] the driver read (a missing one is absent).
+    secrets: BTreeMap<String, String>,
 }
 
 impl Gateway {
     pub fn new(config: Config) -> Self {
-        Gateway { config }
+        Gateway {
+            config,
+            secrets: BTreeMap::new(),
+        }
+    }
+
+    /// The gateway with the values of the secrets its config names (`{secret.NAME}`), read by
+    /// the driver once per isolate; names the config does not use are ignored.
+    pub fn with_secrets(mut self, values: impl IntoIterator<Item = (String, String)>) -> Self {
+        for (name, value) in values {
+            if self.config.secrets.contains(&name) {
+                self.secrets.insert(name, value);
+            }
+        }
+        self
+    }
+
+    /// The first secret route `route`'s request headers name that the driver did not find.
+    pub fn missing_secret(&self, route: usize) -> Option<&str> {
+        self.config.routes[route]
+            .request_headers
+            .secrets()
+            .find(|name| !self.secrets.contains_key(*name))
     }
 
     /// Reads a request once into the form every phase decides on (see [`crate::request`]).
@@ -550,6 +574,7 @@ impl Gateway {
         let lookup = |v: &Var| {
             lookup_var(
                 v,
+                &self.secrets,
                 request_id,
                 client_ip,
                 &route.name,
@@ -621,6 +646,8 @@ impl Gateway {
         let lookup = |v: &Var| {
             lookup_var(
                 v,
+                // Response headers never name a secret (validation refuses it).
+                &NO_SECRETS,
                 &plan.request_id,
                 plan.client_ip.as_deref(),
                 &route.name,
@@ -849,8 +876,12 @@ impl Gateway {
     }
 }
 
+static NO_SECRETS: BTreeMap<String, String> = BTreeMap::new();
+
+#[allow(clippy::too_many_arguments)]
 fn lookup_var<'a>(
     v: &Var,
+    secrets: &'a BTreeMap<String, String>,
     request_id: &'a str,
     client_ip: Option<&'a str>,
     route: &'a str,
@@ -868,6 +899,7 @@ fn lookup_var<'a>(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str()),
         Var::Claim(name) => claims?.get(name).map(String::as_str),
+        Var::Secret(name) => secrets.get(name).map(String::as_str),
     }
 }
 

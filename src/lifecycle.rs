@@ -449,6 +449,12 @@ impl<'g> Exchange<'g> {
             Ok(m) => {
                 self.route = Some(m.route);
                 self.path = Some(m.path.clone());
+                if let Some(name) = g.missing_secret(m.route) {
+                    let detail = format!("secret {name} is not set (a request header names it)");
+                    return State::Answered(
+                        self.error_answer(&GatewayError::ConfigInvalid, Some(detail)),
+                    );
+                }
                 match m.auth {
                     AuthStep::Public | AuthStep::Anonymous => {
                         let log = matches!(m.auth, AuthStep::Anonymous).then_some(AuthLog {

@@ -22,6 +22,8 @@ pub enum Var {
     Param(String),
     /// `{claim.NAME}`: a claim of the verified token (absent on public and anonymous requests).
     Claim(String),
+    /// `{secret.NAME}`: the Worker secret `NAME` (request headers only).
+    Secret(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +63,7 @@ impl fmt::Display for TemplateError {
             TemplateError::StrayClosingBrace => write!(f, "a '}}' closes nothing (write '}}}}' for a literal brace)"),
             TemplateError::Unknown(p) => write!(
                 f,
-                "unknown placeholder {{{p}}}; known: {{request_id}}, {{client_ip}}, {{route}}, {{host}}, {{param.NAME}}, {{claim.NAME}}"
+                "unknown placeholder {{{p}}}; known: {{request_id}}, {{client_ip}}, {{route}}, {{host}}, {{param.NAME}}, {{claim.NAME}}, {{secret.NAME}}"
             ),
             TemplateError::UnknownParam(p) => {
                 write!(f, "the route's path has no parameter named '{p}'")
@@ -128,9 +130,20 @@ impl Template {
                 n if n.starts_with("claim.") && n.len() > "claim.".len() => {
                     Ok(Var::Claim(n["claim.".len()..].to_string()))
                 }
+                n if n.starts_with("secret.") && is_binding_name(&n["secret.".len()..]) => {
+                    Ok(Var::Secret(n["secret.".len()..].to_string()))
+                }
                 n => Err(TemplateError::Unknown(n.to_string())),
             },
         }
+    }
+
+    /// The Worker secrets the template names, in order.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(Var::Secret(name)) => Some(name.as_str()),
+            _ => None,
+        })
     }
 
     /// A template with no placeholder renders to this text every time.
@@ -153,6 +166,15 @@ impl Template {
         }
         Some(out)
     }
+}
+
+/// A name a Worker binding or secret can have: a letter or `_`, then letters, digits and `_`.
+fn is_binding_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -190,6 +212,23 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_named_and_listed() {
+        let t = Template::parse(
+            "Bearer {secret.ORIGIN_TOKEN} {secret._x1}",
+            Syntax::Header,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t.secrets().collect::<Vec<_>>(), ["ORIGIN_TOKEN", "_x1"]);
+        let shown = t.render(|v| match v {
+            Var::Secret(n) if n == "ORIGIN_TOKEN" => Some("s3cret"),
+            Var::Secret(_) => Some("other"),
+            _ => None,
+        });
+        assert_eq!(shown.as_deref(), Some("Bearer s3cret other"));
+    }
+
+    #[test]
     fn path_templates_use_bare_parameter_names() {
         let t = Template::parse("/v2/users/{id}/files/{rest}", Syntax::Path, &params()).unwrap();
         assert_eq!(t.render(lookup).as_deref(), Some("/v2/users/7/files/a/b"));
@@ -216,6 +255,26 @@ mod tests {
                 "{param.nope}",
                 Syntax::Header,
                 TemplateError::UnknownParam("nope".into()),
+            ),
+            (
+                "{secret.}",
+                Syntax::Header,
+                TemplateError::Unknown("secret.".into()),
+            ),
+            (
+                "{secret.9LIVES}",
+                Syntax::Header,
+                TemplateError::Unknown("secret.9LIVES".into()),
+            ),
+            (
+                "{secret.A-B}",
+                Syntax::Header,
+                TemplateError::Unknown("secret.A-B".into()),
+            ),
+            (
+                "/v2/{secret.A}",
+                Syntax::Path,
+                TemplateError::UnknownParam("secret.A".into()),
             ),
             (
                 "/v2/{nope}",

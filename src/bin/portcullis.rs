@@ -35,6 +35,9 @@ fn check(path: &str) -> ExitCode {
                 cfg.routes.len(),
                 cfg.origins.len()
             );
+            if !cfg.secrets.is_empty() {
+                println!("secrets its header values name: {}", cfg.secrets.join(", "));
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -54,7 +57,13 @@ fn explain(path: &str, method: &str, url: &str, header_args: &[String]) -> ExitC
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
-    let gateway = Gateway::new(cfg);
+    // Secrets are shown by name, never read.
+    let shown: Vec<(String, String)> = cfg
+        .secrets
+        .iter()
+        .map(|name| (name.clone(), format!("{{secret.{name}}}")))
+        .collect();
+    let gateway = Gateway::new(cfg).with_secrets(shown);
     let request = Incoming {
         method,
         url,

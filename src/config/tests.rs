@@ -291,6 +291,14 @@ fn every_rejection_names_its_json_path() {
             "listed twice",
         ),
         (
+            "a secret in a response header",
+            Box::new(|v| {
+                set(v, "/routes/0/response_headers", json!({ "set": { "x-a": "{secret.KEY}" } }))
+            }),
+            "$.routes[0].response_headers.set[\"x-a\"]",
+            "only in request_headers",
+        ),
+        (
             "websocket without GET",
             Box::new(|v| {
                 set(v, "/routes/0/websocket", json!(true));

@@ -47,6 +47,16 @@ pub struct HeaderRules {
     pub remove: Vec<String>,
 }
 
+impl HeaderRules {
+    /// The Worker secrets the rules' values name.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.set
+            .iter()
+            .chain(&self.add)
+            .flat_map(|(_, t)| t.secrets())
+    }
+}
+
 /// A route's `rewrite`, checked against the route's path and its parameters.
 pub(crate) fn validate_rewrite(
     raw: &RawRewrite,
@@ -106,9 +116,12 @@ pub(crate) fn validate_rewrite(
 }
 
 /// A route's `request_headers` or `response_headers`; values are templates of `params`.
+/// `secrets`: whether `{secret.NAME}` may appear (request headers: yes; response headers: no,
+/// it would send the secret to every client).
 pub(crate) fn validate_header_rules(
     raw: &RawHeaderRules,
     params: &[String],
+    secrets: bool,
     at: &str,
     problems: &mut Problems,
 ) -> HeaderRules {
@@ -128,6 +141,12 @@ pub(crate) fn validate_header_rules(
                 continue;
             }
             match Template::parse(value, Syntax::Header, params) {
+                Ok(t) if !secrets && t.secrets().next().is_some() => problems.add(
+                    at,
+                    "{secret.NAME} may be used only in request_headers: in a response header it \
+                     would reach every client",
+                    None,
+                ),
                 Ok(t) => {
                     let list = if kind == "set" {
                         &mut rules.set

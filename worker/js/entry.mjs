@@ -185,7 +185,12 @@ async function handle(request, env, ctx) {
   const args = [request.method, request.url, pack(request.headers), request.body !== null, Math.random(), started];
   let flow = core.start(...args);
   if (flow === 0) {
-    core.configure(configText(env));
+    const names = core.configure(configText(env));
+    if (names !== "") {
+      // The secrets the config's header values name, read once per isolate (unset ones left out).
+      const set = names.split("\n").filter((name) => typeof env[name] === "string");
+      core.secrets(pack(set.map((name) => [name, env[name]])));
+    }
     flow = core.start(...args);
   }
   let response;

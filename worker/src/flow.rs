@@ -70,6 +70,8 @@ struct Isolate {
 thread_local! {
     static ISOLATE: RefCell<Option<&'static Isolate>> = const { RefCell::new(None) };
     static FLOWS: RefCell<Flows> = RefCell::new(Flows::default());
+    /// A config read, waiting for the values of its secrets ([`secrets`]).
+    static PENDING: RefCell<Option<Config>> = const { RefCell::new(None) };
 }
 
 fn isolate() -> Option<&'static Isolate> {
@@ -92,21 +94,44 @@ fn random_seed() -> [u8; 16] {
 
 /// Reads the config once per isolate (the entry calls it when [`start`] gives 0): `config` is
 /// `GATEWAY_CONFIG`'s text, `None` for the embedded routes.json. A config with problems is kept
-/// as its problems: every request then answers 500 `config_invalid` and logs them.
+/// as its problems: every request then answers 500 `config_invalid` and logs them. Returns the
+/// names of the Worker secrets the config's header values name (`{secret.NAME}`), one per line:
+/// when there are any, the entry reads them and gives their values to [`secrets`] before the
+/// first request.
 #[wasm_bindgen]
-pub fn configure(config: Option<String>) {
-    let isolate = Isolate::new(config.as_deref().unwrap_or(EMBEDDED_CONFIG), random_seed());
-    if let Err(problems) = &isolate.gateway {
-        worker::console_error!("{}", serde_json::json!({ "config_invalid": problems }));
+pub fn configure(config: Option<String>) -> String {
+    let text = config.as_deref().unwrap_or(EMBEDDED_CONFIG);
+    match Config::from_json(text) {
+        Err(problems) => {
+            let problems = problems.to_string();
+            worker::console_error!("{}", serde_json::json!({ "config_invalid": problems }));
+            install(Isolate::of(Err(problems), random_seed()));
+            String::new()
+        }
+        Ok(config) if config.secrets.is_empty() => {
+            install(Isolate::of(Ok(Gateway::new(config)), random_seed()));
+            String::new()
+        }
+        Ok(config) => {
+            let names = config.secrets.join("\n");
+            PENDING.with(|p| *p.borrow_mut() = Some(config));
+            names
+        }
     }
-    install(isolate);
+}
+
+/// The values of the secrets [`configure`] named, packed as header lists are (a secret that
+/// is not set is left out: requests that need it answer 500 `config_invalid`).
+#[wasm_bindgen]
+pub fn secrets(values: &str) {
+    if let Some(config) = PENDING.with(|p| p.borrow_mut().take()) {
+        let gateway = Gateway::new(config).with_secrets(unpack(values));
+        install(Isolate::of(Ok(gateway), random_seed()));
+    }
 }
 
 impl Isolate {
-    fn new(text: &str, seed: [u8; 16]) -> Isolate {
-        let gateway = Config::from_json(text)
-            .map(Gateway::new)
-            .map_err(|e| e.to_string());
+    fn of(gateway: Result<Gateway, String>, seed: [u8; 16]) -> Isolate {
         let pools = match &gateway {
             Ok(g) => g.config.origins.iter().map(PoolState::new).collect(),
             Err(_) => Vec::new(),

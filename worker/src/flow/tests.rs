@@ -19,7 +19,10 @@ const CONFIG: &str = r#"{
 
 /// Makes this thread's isolate from `config` (each test runs on its own thread).
 fn with_isolate(config: &str) {
-    install(Isolate::new(config, [7; 16]));
+    let gateway = Config::from_json(config)
+        .map(Gateway::new)
+        .map_err(|e| e.to_string());
+    install(Isolate::of(gateway, [7; 16]));
 }
 
 /// The fields of a step's text.
