@@ -8,6 +8,7 @@ fn rule() -> CacheRule {
         claims: vec!["sub".into()],
         statuses: vec![200, 404],
         stale_while_revalidate_s: 30,
+        stale_if_error_s: 0,
         client_no_cache: true,
     }
 }
