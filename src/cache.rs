@@ -267,6 +267,39 @@ impl CacheRule {
         Ok(())
     }
 
+    /// How long an entry is kept past its freshness: the longer of the two stale windows.
+    pub fn kept_stale_s(&self) -> u32 {
+        self.stale_while_revalidate_s.max(self.stale_if_error_s)
+    }
+
+    /// How many seconds past its freshness a stored entry (its stored headers) may answer a
+    /// request whose every attempt failed. See the module docs.
+    pub fn error_window_s(&self, stored: &[(String, String)]) -> u32 {
+        if self.stale_if_error_s == 0 {
+            return 0;
+        }
+        let origin: Vec<(String, String)> = stored
+            .iter()
+            .filter(|(n, _)| n == ORIGIN_CACHE_CONTROL_HEADER)
+            .map(|(_, v)| ("cache-control".to_string(), v.clone()))
+            .collect();
+        let cc = directives(&origin);
+        let own = cc
+            .iter()
+            .find(|(d, _)| d == "stale-if-error")
+            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
+        match own {
+            Some(n) => n.min(u64::from(self.stale_if_error_s)) as u32,
+            None if cc
+                .iter()
+                .any(|(d, _)| d == "must-revalidate" || d == "proxy-revalidate") =>
+            {
+                0
+            }
+            None => self.stale_if_error_s,
+        }
+    }
+
     /// Whether to store a response, and for how long. See the module docs.
     pub fn store(&self, status: u16, headers: &[(String, String)]) -> Store {
         if !self.statuses.contains(&status) {
@@ -299,41 +332,6 @@ impl CacheRule {
             return Store::No("max-age=0");
         }
         Store::For(ttl)
-    }
-}
-
-impl CacheRule {
-    /// How long an entry is kept past its freshness: the longer of the two stale windows.
-    pub fn kept_stale_s(&self) -> u32 {
-        self.stale_while_revalidate_s.max(self.stale_if_error_s)
-    }
-
-    /// How many seconds past its freshness a stored entry (its stored headers) may answer a
-    /// request whose every attempt failed. See the module docs.
-    pub fn error_window_s(&self, stored: &[(String, String)]) -> u32 {
-        if self.stale_if_error_s == 0 {
-            return 0;
-        }
-        let origin: Vec<(String, String)> = stored
-            .iter()
-            .filter(|(n, _)| n == ORIGIN_CACHE_CONTROL_HEADER)
-            .map(|(_, v)| ("cache-control".to_string(), v.clone()))
-            .collect();
-        let cc = directives(&origin);
-        let own = cc
-            .iter()
-            .find(|(d, _)| d == "stale-if-error")
-            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
-        match own {
-            Some(n) => n.min(u64::from(self.stale_if_error_s)) as u32,
-            None if cc
-                .iter()
-                .any(|(d, _)| d == "must-revalidate" || d == "proxy-revalidate") =>
-            {
-                0
-            }
-            None => self.stale_if_error_s,
-        }
     }
 }
 
