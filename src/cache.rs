@@ -20,6 +20,10 @@
 //! - [`CacheRule::store`] never stores a response with `Set-Cookie`, `Cache-Control: no-store` or
 //!   `private`, or a status the rule does not list; the origin's `s-maxage` (else `max-age`)
 //!   shorter than `ttl_s` wins.
+//! - [`CacheRule::error_window_s`]: how long past its freshness a stored entry may answer when
+//!   the origin failed: the route's `stale_if_error_s`, shortened (never lengthened) by the
+//!   origin's own `stale-if-error=N` on the stored response; without one of its own, the
+//!   origin's `must-revalidate` or `proxy-revalidate` forbids it (RFC 9111, section 4.2.4).
 //! - [`freshness`] tells HIT (younger than the TTL), STALE (within `stale_while_revalidate_s`
 //!   after it) or expired.
 
@@ -46,6 +50,9 @@ pub struct CacheRule {
     /// Statuses that may be stored.
     pub statuses: Vec<u16>,
     pub stale_while_revalidate_s: u32,
+    /// How long past its freshness an entry may still answer when every attempt to the origin
+    /// failed (RFC 5861's `stale-if-error`); 0: never. See [`CacheRule::error_window_s`].
+    pub stale_if_error_s: u32,
     /// Whether a client's `Cache-Control: no-cache` (or `Pragma: no-cache`) skips the cache.
     pub client_no_cache: bool,
 }
@@ -260,6 +267,39 @@ impl CacheRule {
         Ok(())
     }
 
+    /// How long an entry is kept past its freshness: the longer of the two stale windows.
+    pub fn kept_stale_s(&self) -> u32 {
+        self.stale_while_revalidate_s.max(self.stale_if_error_s)
+    }
+
+    /// How many seconds past its freshness a stored entry (its stored headers) may answer a
+    /// request whose every attempt failed. See the module docs.
+    pub fn error_window_s(&self, stored: &[(String, String)]) -> u32 {
+        if self.stale_if_error_s == 0 {
+            return 0;
+        }
+        let origin: Vec<(String, String)> = stored
+            .iter()
+            .filter(|(n, _)| n == ORIGIN_CACHE_CONTROL_HEADER)
+            .map(|(_, v)| ("cache-control".to_string(), v.clone()))
+            .collect();
+        let cc = directives(&origin);
+        let own = cc
+            .iter()
+            .find(|(d, _)| d == "stale-if-error")
+            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
+        match own {
+            Some(n) => n.min(u64::from(self.stale_if_error_s)) as u32,
+            None if cc
+                .iter()
+                .any(|(d, _)| d == "must-revalidate" || d == "proxy-revalidate") =>
+            {
+                0
+            }
+            None => self.stale_if_error_s,
+        }
+    }
+
     /// Whether to store a response, and for how long. See the module docs.
     pub fn store(&self, status: u16, headers: &[(String, String)]) -> Store {
         if !self.statuses.contains(&status) {
@@ -295,6 +335,12 @@ impl CacheRule {
     }
 }
 
+/// Whether an entry stored at `stored_at_ms` with `ttl_s` is at `now_ms` within `window_s`
+/// past its freshness (a fresh entry is within it too).
+pub fn within(stored_at_ms: u64, ttl_s: u32, window_s: u32, now_ms: u64) -> bool {
+    now_ms.saturating_sub(stored_at_ms) < (u64::from(ttl_s) + u64::from(window_s)) * 1000
+}
+
 /// How fresh an entry stored at `stored_at_ms` with `ttl_s` is at `now_ms`.
 pub fn freshness(stored_at_ms: u64, ttl_s: u32, stale_s: u32, now_ms: u64) -> Freshness {
     let age_ms = now_ms.saturating_sub(stored_at_ms);
@@ -313,8 +359,8 @@ pub fn age_s(stored_at_ms: u64, now_ms: u64) -> u64 {
 }
 
 /// The headers to store with a response: the client's headers, plus the gateway's bookkeeping
-/// and a `cache-control` that keeps the entry in the Cache API for the TTL and the stale window
-/// (the origin's own `cache-control` is kept aside and given back to clients).
+/// and a `cache-control` that keeps the entry in the Cache API for the TTL and `stale_s` after it
+/// ([`CacheRule::kept_stale_s`]; the origin's own `cache-control` is kept aside and given back to clients).
 pub fn stored_headers(
     client_headers: &[(String, String)],
     ttl_s: u32,

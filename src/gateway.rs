@@ -713,7 +713,7 @@ impl Gateway {
                 reason: None,
                 store: Some((
                     key.clone(),
-                    cache::stored_headers(headers, ttl_s, rule.stale_while_revalidate_s, now_ms),
+                    cache::stored_headers(headers, ttl_s, rule.kept_stale_s(), now_ms),
                 )),
             },
             // A HEAD found nothing: it is a miss, and stores nothing (it has no body).
@@ -751,6 +751,33 @@ impl Gateway {
                 plan,
                 stored,
                 label,
+                cache::age_s(stored_at, now_ms),
+            ),
+        })
+    }
+
+    /// The stored entry (its headers) that answers `plan` at `now_ms` when every attempt failed
+    /// (stale-if-error): `STALE`, no refresh (the origin was just tried); `None` when the route
+    /// has no `stale_if_error_s` or the entry is past its window ([`cache::CacheRule::error_window_s`]).
+    pub fn stale_on_error(
+        &self,
+        plan: &ForwardPlan,
+        stored: &[(String, String)],
+        now_ms: u64,
+    ) -> Option<StoredUse> {
+        let (stored_at, ttl_s) = cache::stored_meta(stored)?;
+        let rule = self.config.routes[plan.route].cache.as_ref()?;
+        let window_s = rule.error_window_s(stored);
+        if window_s == 0 || !cache::within(stored_at, ttl_s, window_s, now_ms) {
+            return None;
+        }
+        Some(StoredUse {
+            label: "STALE",
+            refresh: false,
+            headers: self.cached_response_headers(
+                plan,
+                stored,
+                "STALE",
                 cache::age_s(stored_at, now_ms),
             ),
         })

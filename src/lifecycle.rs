@@ -172,7 +172,8 @@ pub enum Step<'a> {
     /// Ask this rate-limit binding about this key, and give the answer to [`Exchange::limited`].
     RateLimit { binding: &'a str, key: &'a str },
     /// Look this key up in the cache, and give the stored entry's headers (or `None`) to
-    /// [`Exchange::looked_up`] (keep the entry: [`Step::ServeStored`] serves its body).
+    /// [`Exchange::looked_up`] (keep the entry: [`Step::ServeStored`] serves its body, also
+    /// after a [`Step::Forward`] whose attempts all failed, on a route with `stale_if_error_s`).
     Lookup { key: &'a str },
     /// Forward the request by this plan (driving [`crate::upstream::attempts::Attempts`]), and
     /// give the origin's response head (or the error) to [`Exchange::forwarded`].
@@ -249,6 +250,9 @@ pub struct Exchange<'g> {
     html_errors: bool,
     accept: Option<String>,
     is_cached: IsCached<'g>,
+    /// The stored entry's headers kept through the forward, to answer with when every attempt
+    /// fails (stale-if-error; the driver keeps its body).
+    fallback: Option<HeaderList>,
 }
 
 /// How forwarding ended: the origin's status and headers, or the error for the client and the
@@ -286,6 +290,7 @@ impl<'g> Exchange<'g> {
             html_errors: false,
             accept: None,
             is_cached: Box::new(is_cached),
+            fallback: None,
         };
         ex.state = match gateway.read(req) {
             Ok(head) => {
@@ -652,7 +657,13 @@ impl<'g> Exchange<'g> {
                 self.cache = Some(use_.label);
                 State::ServeStored(plan, use_)
             }
-            None => State::Forward(plan),
+            None => {
+                // Past use, but it may still answer if the origin fails (stale-if-error).
+                self.fallback = stored
+                    .filter(|s| self.gateway.stale_on_error(&plan, s, now_ms).is_some())
+                    .map(<[_]>::to_vec);
+                State::Forward(plan)
+            }
         };
     }
 
@@ -667,6 +678,10 @@ impl<'g> Exchange<'g> {
             }
         };
         self.attempts.extend(attempts);
+        if let Some(use_) = self.stale_on_error(&plan, &result, now_ms) {
+            self.state = State::ServeStored(plan, use_);
+            return;
+        }
         self.state = match result {
             Err((error, detail)) => {
                 let answer = self.error_answer(&error, Some(detail));
@@ -692,6 +707,39 @@ impl<'g> Exchange<'g> {
                 }
             }
         };
+    }
+
+    /// The kept entry, when the forward failed (the attempts gave up, or the last one answered a
+    /// status the pool retries on) and the entry is within its stale-if-error window at
+    /// `now_ms`; the log says it was served stale and why the origin failed.
+    fn stale_on_error(
+        &mut self,
+        plan: &ForwardPlan,
+        result: &Forwarded,
+        now_ms: u64,
+    ) -> Option<crate::gateway::StoredUse> {
+        let stored = self.fallback.take()?;
+        let failure = match result {
+            Err((error, detail)) => format!("{}: {detail}", error.code()),
+            Ok((status, _))
+                if self.gateway.config.origins[plan.origin]
+                    .retry
+                    .on_statuses
+                    .contains(status) =>
+            {
+                format!("the last attempt answered {status}")
+            }
+            Ok(_) => return None,
+        };
+        let use_ = self.gateway.stale_on_error(plan, &stored, now_ms)?;
+        self.cache = Some(use_.label);
+        self.cache_reason = Some("stale-if-error: every attempt to the origin failed");
+        let note = format!("served stale because the origin failed: {failure}");
+        self.detail = Some(match self.detail.take() {
+            Some(before) => format!("{before}; {note}"),
+            None => note,
+        });
+        Some(use_)
     }
 
     /// After [`Step::Respond`], when the runtime could not build the response: 502.

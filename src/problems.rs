@@ -50,7 +50,7 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// JSON path building: `$.a.b[0]`, with `["..."]` for keys that are not plain identifiers.
-pub(crate) fn key_path(base: &str, key: &str) -> String {
+pub fn key_path(base: &str, key: &str) -> String {
     let plain = !key.is_empty()
         && key
             .chars()

@@ -19,7 +19,7 @@ BIN = ROOT / "target" / "debug" / "portcullis"
 
 @pytest.fixture(scope="module", autouse=True)
 def built_cli():
-    subprocess.run(["cargo", "build", "-q", "--bin", "portcullis"], cwd=ROOT, check=True, timeout=600)
+    subprocess.run(["cargo", "build", "-q", "--features", "cli", "--bin", "portcullis"], cwd=ROOT, check=True, timeout=600)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

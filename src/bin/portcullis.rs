@@ -1,6 +1,10 @@
 //! `portcullis`: the offline companion of the gateway.
 //!
 //! - `portcullis check routes.json`: validates a config; prints every problem with its JSON path.
+//! - `portcullis check --wrangler wrangler.toml`: validates the `GATEWAY_CONFIG` of the top-level
+//!   `[vars]` and of every `[env.NAME]` (or, where it is not set, the `routes.json` next to the
+//!   file, as the Worker falls back to it), prints every problem with its environment and JSON
+//!   path, and lists the secrets and bindings each config needs.
 //! - `portcullis explain routes.json METHOD URL [HEADER: VALUE ...]`: shows what the gateway
 //!   would do with that request: the route, the path parameters, the upstream URL and headers.
 //!
@@ -9,11 +13,13 @@
 use std::process::ExitCode;
 
 use portcullis::gateway::{Gateway, Incoming};
+use portcullis::problems::key_path;
 use portcullis::upstream::{PoolState, SUBREQUEST_LIMIT};
 use portcullis::Config;
 
 const USAGE: &str = "usage:
   portcullis check CONFIG.json
+  portcullis check --wrangler wrangler.toml
   portcullis explain CONFIG.json METHOD URL ['header: value' ...]";
 
 fn load(path: &str) -> Result<Config, ExitCode> {
@@ -41,6 +47,184 @@ fn check(path: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// One environment of a wrangler.toml: its label, its `[vars]` and its rate-limit bindings.
+struct Environment<'a> {
+    label: String,
+    /// `--env NAME` for wrangler commands, empty at the top level.
+    flag: String,
+    table: &'a toml::Table,
+}
+
+/// `check --wrangler`: every environment's config, its problems and what it needs.
+fn check_wrangler(path: &str) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{path}: cannot read: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let doc: toml::Table = match toml::from_str(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            eprintln!("{path}: not valid TOML: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir = std::path::Path::new(path)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let fallback = dir.join("routes.json");
+    let mut envs = vec![Environment {
+        label: "[top level]".into(),
+        flag: String::new(),
+        table: &doc,
+    }];
+    if let Some(toml::Value::Table(named)) = doc.get("env") {
+        for (name, value) in named {
+            if let toml::Value::Table(table) = value {
+                envs.push(Environment {
+                    label: format!("[env.{name}]"),
+                    flag: format!(" --env {name}"),
+                    table,
+                });
+            }
+        }
+    }
+    let mut failed = false;
+    for env in &envs {
+        // `vars` are not inherited by environments: an env without its own GATEWAY_CONFIG runs
+        // the routes.json compiled into the Worker.
+        let var = env
+            .table
+            .get("vars")
+            .and_then(|v| v.as_table())
+            .and_then(|vars| vars.get("GATEWAY_CONFIG"));
+        let (source, config_text) = match var {
+            Some(toml::Value::String(s)) => ("GATEWAY_CONFIG".to_string(), Ok(s.clone())),
+            Some(value @ toml::Value::Table(_)) => (
+                "GATEWAY_CONFIG".to_string(),
+                serde_json::to_string(value).map_err(|e| e.to_string()),
+            ),
+            Some(other) => (
+                "GATEWAY_CONFIG".to_string(),
+                Err(format!(
+                    "must be a JSON string or a table, not a TOML {}",
+                    other.type_str()
+                )),
+            ),
+            None => (
+                fallback.display().to_string(),
+                std::fs::read_to_string(&fallback)
+                    .map_err(|e| format!("cannot read ({e}); GATEWAY_CONFIG is not set")),
+            ),
+        };
+        let label = &env.label;
+        let config = match config_text {
+            Err(e) => {
+                println!("{label}: {source}: {e}");
+                failed = true;
+                continue;
+            }
+            Ok(text) => Config::from_json(&text),
+        };
+        match config {
+            Err(errors) => {
+                failed = true;
+                let n = errors.0.len();
+                println!(
+                    "{label}: {source}: {n} problem{}",
+                    if n == 1 { "" } else { "s" }
+                );
+                for e in &errors.0 {
+                    println!("  {label} {e}");
+                }
+            }
+            Ok(cfg) => {
+                println!(
+                    "{label}: {source}: valid ({} routes, {} origins)",
+                    cfg.routes.len(),
+                    cfg.origins.len()
+                );
+                print_needs(&cfg, env);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The Worker secrets and bindings a valid config needs, with the field that names each.
+fn print_needs(cfg: &Config, env: &Environment<'_>) {
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    if let Some(admin) = &cfg.admin {
+        secrets.push((admin.token_env.clone(), "$.admin.token_env".into()));
+    }
+    for policy in &cfg.policies {
+        if let Some(name) = &policy.hmac_secret_env {
+            let at = format!("{}.hmac_secret_env", key_path("$.auth", &policy.name));
+            secrets.push((name.clone(), at));
+        }
+    }
+    for sso in &cfg.sso {
+        let at = |field: &str| format!("{}.{field}", key_path("$.sso", &sso.name));
+        secrets.push((sso.client_secret_env.clone(), at("client_secret_env")));
+        secrets.push((sso.session_key_env.clone(), at("session_key_env")));
+    }
+    if let Some(minting) = &cfg.minting {
+        let at = "$.identity.private_key_env".to_string();
+        secrets.push((minting.private_key_env.clone(), at));
+    }
+    for (i, route) in cfg.routes.iter().enumerate() {
+        for name in route.request_headers.secrets() {
+            let at = format!("$.routes[{i}].request_headers ({{secret.{name}}})");
+            if !secrets.iter().any(|(n, a)| n == name && *a == at) {
+                secrets.push((name.to_string(), at));
+            }
+        }
+    }
+    let declared: Vec<&str> = env
+        .table
+        .get("ratelimits")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.get("name")?.as_str())
+        .collect();
+    let mut bindings: Vec<(String, String)> = Vec::new();
+    for (i, route) in cfg.routes.iter().enumerate() {
+        if let Some(rule) = &route.policy.rate_limit {
+            bindings.push((
+                rule.binding.clone(),
+                format!("$.routes[{i}].rate_limit.binding"),
+            ));
+        }
+    }
+    if secrets.is_empty() {
+        println!("  secrets: none");
+    }
+    for (name, at) in &secrets {
+        println!(
+            "  secret {name} ({at}): `wrangler secret put {name}{}`",
+            env.flag
+        );
+    }
+    if bindings.is_empty() {
+        println!("  rate-limit bindings: none");
+    }
+    for (name, at) in &bindings {
+        let state = if declared.contains(&name.as_str()) {
+            "declared"
+        } else {
+            "NOT declared in this environment's [[ratelimits]]: those routes answer 500 config_invalid"
+        };
+        println!("  rate-limit binding {name} ({at}): {state}");
     }
 }
 
@@ -142,7 +326,8 @@ fn explain(path: &str, method: &str, url: &str, header_args: &[String]) -> ExitC
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
-        [cmd, path] if cmd == "check" => check(path),
+        [cmd, flag, path] if cmd == "check" && flag == "--wrangler" => check_wrangler(path),
+        [cmd, path] if cmd == "check" && !path.starts_with("--") => check(path),
         [cmd, path, method, url, headers @ ..] if cmd == "explain" => {
             explain(path, method, url, headers)
         }

@@ -15,6 +15,7 @@ pub(crate) struct RawCache {
     key: Option<RawCacheKey>,
     statuses: Option<Vec<u64>>,
     stale_while_revalidate_s: Option<u64>,
+    stale_if_error_s: Option<u64>,
     client_no_cache: Option<bool>,
 }
 
@@ -45,6 +46,9 @@ pub struct Admin {
     pub token_env: String,
 }
 
+/// The longest `stale_if_error_s`: a week, for an outage that lasts a weekend.
+const MAX_STALE_IF_ERROR_S: u64 = 604_800;
+
 /// `has_auth`: whether the route has an auth policy. A cached response on such a route is keyed
 /// by the claims that identify the caller, or it could reach another caller: validation insists.
 pub(crate) fn cache_rule(
@@ -66,6 +70,14 @@ pub(crate) fn cache_rule(
         problems.add(
             format!("{at}.stale_while_revalidate_s"),
             "must be between 0 and 86400 seconds",
+            None,
+        );
+    }
+    let sie = raw.stale_if_error_s.unwrap_or(0);
+    if sie > MAX_STALE_IF_ERROR_S {
+        problems.add(
+            format!("{at}.stale_if_error_s"),
+            format!("must be between 0 and {MAX_STALE_IF_ERROR_S} seconds"),
             None,
         );
     }
@@ -151,6 +163,7 @@ pub(crate) fn cache_rule(
         claims,
         statuses,
         stale_while_revalidate_s: swr as u32,
+        stale_if_error_s: sie as u32,
         client_no_cache: raw.client_no_cache.unwrap_or(false),
     })
 }

@@ -8,6 +8,7 @@ fn rule() -> CacheRule {
         claims: vec!["sub".into()],
         statuses: vec![200, 404],
         stale_while_revalidate_s: 30,
+        stale_if_error_s: 0,
         client_no_cache: true,
     }
 }
@@ -417,4 +418,39 @@ fn stored_entries_round_trip_their_headers() {
         ])
     );
     assert_eq!(stored_meta(&h(&[("content-type", "x")])), None);
+}
+
+#[test]
+fn the_stale_if_error_window_of_a_stored_entry() {
+    let rule = CacheRule {
+        stale_if_error_s: 300,
+        ..rule()
+    };
+    // (the origin's cache-control on the stored entry, the window)
+    let cases: &[(Option<&str>, u32)] = &[
+        (None, 300),
+        (Some("max-age=60"), 300),
+        (Some("max-age=60, stale-if-error=100"), 100),
+        (Some("STALE-IF-ERROR=\"100\""), 100),
+        (Some("stale-if-error=9999"), 300),
+        (Some("stale-if-error=soon"), 300),
+        (Some("must-revalidate"), 0),
+        (Some("Proxy-Revalidate, max-age=5"), 0),
+        (Some("must-revalidate, stale-if-error=50"), 50),
+    ];
+    for (cc, window) in cases {
+        let mut origin = h(&[("content-type", "text/plain")]);
+        if let Some(cc) = cc {
+            origin.push(("cache-control".into(), cc.to_string()));
+        }
+        let stored = stored_headers(&origin, 60, rule.kept_stale_s(), 0);
+        assert_eq!(rule.error_window_s(&stored), *window, "{cc:?}");
+    }
+    assert_eq!(rule.kept_stale_s(), 300, "the longer of the two windows");
+    let off = CacheRule {
+        stale_if_error_s: 0,
+        ..rule
+    };
+    assert_eq!(off.error_window_s(&stored_headers(&[], 60, 30, 0)), 0);
+    assert!(within(0, 60, 300, 359_999) && !within(0, 60, 300, 360_000));
 }

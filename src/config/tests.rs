@@ -504,6 +504,7 @@ fn every_rejection_names_its_json_path() {
         ("cache without ttl", Box::new(|v| set(v, "/routes/0/cache", json!({}))), "$.routes[0].cache", "missing field `ttl_s`"),
         ("cache bad status", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "statuses": [100]}))), "$.routes[0].cache.statuses[0]", "not a status"),
         ("cache swr too long", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "stale_while_revalidate_s": 100000}))), "$.routes[0].cache.stale_while_revalidate_s", "between 0 and 86400"),
+        ("cache stale-if-error too long", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "stale_if_error_s": 604801}))), "$.routes[0].cache.stale_if_error_s", "between 0 and 604800"),
         ("cache key header", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"headers": ["a b"]}}))), "$.routes[0].cache.key.headers[0]", "not a valid header name"),
         ("cache key query", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"query": ["a=b"]}}))), "$.routes[0].cache.key.query[0]", "not a query parameter name"),
         ("cache key claims without auth", Box::new(|v| set(v, "/routes/0/cache", json!({"ttl_s": 5, "key": {"claims": ["sub"]}}))), "$.routes[0].cache.key.claims", "needs a route with auth"),

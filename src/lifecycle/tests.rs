@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 fn gateway() -> Gateway {
     let cfg = json!({
         "admin": { "path": "/_portcullis", "token_env": "ADMIN_TOKEN" },
-        "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },
+        "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }],
+                            "retry": { "on": ["connect", "timeout", 503] } } },
         "auth": { "main": { "algorithms": ["HS256"], "hmac_secret_env": "JWT_SECRET",
                             "forward_claims": { "sub": "x-user-id" } } },
         "routes": [
@@ -17,6 +18,8 @@ fn gateway() -> Gateway {
             { "name": "token", "path": "/tok", "origin": "o", "auth": "main" },
             { "name": "cached", "path": "/c", "origin": "o",
               "cache": { "ttl_s": 60, "stale_while_revalidate_s": 30 } },
+            { "name": "sie", "path": "/sie", "origin": "o",
+              "cache": { "ttl_s": 60, "stale_while_revalidate_s": 30, "stale_if_error_s": 120 } },
             { "name": "limited", "path": "/rl", "origin": "o",
               "rate_limit": { "binding": "RL", "key": "route", "period_s": 10 } },
             { "name": "office", "path": "/office", "origin": "o", "allow_ips": ["203.0.113.0/24"] },
@@ -35,6 +38,8 @@ struct Runtime {
     limit: fn() -> Limited,
     /// The cache's entry for any key: stored at this time (ms), if any.
     stored_at: Option<u64>,
+    /// The origin's `cache-control` on the stored entry.
+    stored_cc: Option<&'static str>,
     origin: fn() -> Forwarded,
     now_ms: u64,
 }
@@ -59,6 +64,7 @@ impl Default for Runtime {
             },
             limit: || Limited::Allowed,
             stored_at: None,
+            stored_cc: None,
             origin: || {
                 Ok((
                     200,
@@ -138,14 +144,13 @@ fn run(g: &Gateway, method: &str, url: &str, headers: &[(&str, &str)], rt: &Runt
             "mint" => ex.minted(Ok(Some("minted".into()))),
             "rate_limit" => ex.limited((rt.limit)()),
             "lookup" => {
-                let stored = rt.stored_at.map(|at| {
-                    crate::cache::stored_headers(
-                        &[("content-type".into(), "text/plain".into())],
-                        60,
-                        30,
-                        at,
-                    )
-                });
+                let mut origin: HeaderList = vec![("content-type".into(), "text/plain".into())];
+                if let Some(cc) = rt.stored_cc {
+                    origin.push(("cache-control".into(), cc.into()));
+                }
+                let stored = rt
+                    .stored_at
+                    .map(|at| crate::cache::stored_headers(&origin, 60, 120, at));
                 ex.looked_up(stored.as_deref(), rt.now_ms)
             }
             "forward" => ex.forwarded((rt.origin)(), Vec::new(), rt.now_ms),
@@ -554,4 +559,251 @@ fn websocket_handshakes_are_guarded_forwarded_and_logged() {
         &Runtime::default(),
     );
     assert!(end.log.get("upgrade").is_none(), "{}", end.log);
+}
+
+#[test]
+fn stale_if_error_answers_with_the_kept_entry_when_every_attempt_failed() {
+    let g = gateway();
+    let now = 1_000_000;
+    let down: fn() -> Forwarded =
+        || Err((GatewayError::OriginUnavailable, "connection refused".into()));
+    let slow: fn() -> Forwarded = || Err((GatewayError::OriginTimeout, "no headers".into()));
+    let busy: fn() -> Forwarded = || Ok((503, vec![("retry-after".into(), "5".into())]));
+    let teapot: fn() -> Forwarded = || Ok((418, Vec::new()));
+    let up = Runtime::default().origin;
+    // (case, path, stored this long ago (s), the origin's cache-control on it, the origin,
+    //  the steps, status, x-cache-status)
+    type Case = (
+        &'static str,
+        &'static str,
+        u64,
+        Option<&'static str>,
+        fn() -> Forwarded,
+        &'static [&'static str],
+        u16,
+        Option<&'static str>,
+    );
+    let cases: &[Case] = &[
+        (
+            "all down, within the window",
+            "/sie",
+            100,
+            None,
+            down,
+            &["lookup", "forward", "serve_stored"],
+            200,
+            Some("STALE"),
+        ),
+        (
+            "timed out, within the window",
+            "/sie",
+            179,
+            None,
+            slow,
+            &["lookup", "forward", "serve_stored"],
+            200,
+            Some("STALE"),
+        ),
+        (
+            "a retry status on the last attempt",
+            "/sie",
+            100,
+            None,
+            busy,
+            &["lookup", "forward", "serve_stored"],
+            200,
+            Some("STALE"),
+        ),
+        (
+            "a status not retried on is the origin's answer",
+            "/sie",
+            100,
+            None,
+            teapot,
+            &["lookup", "forward", "respond"],
+            418,
+            Some("BYPASS"),
+        ),
+        (
+            "the origin up: its fresh response",
+            "/sie",
+            100,
+            None,
+            up,
+            &["lookup", "forward", "respond"],
+            200,
+            Some("MISS"),
+        ),
+        (
+            "all down, past the window",
+            "/sie",
+            181,
+            None,
+            down,
+            &["lookup", "forward", "answer"],
+            502,
+            None,
+        ),
+        (
+            "all down, without stale_if_error_s",
+            "/c",
+            100,
+            None,
+            down,
+            &["lookup", "forward", "answer"],
+            502,
+            None,
+        ),
+        (
+            "a retry status, without stale_if_error_s",
+            "/c",
+            100,
+            None,
+            busy,
+            &["lookup", "forward", "respond"],
+            503,
+            Some("BYPASS"),
+        ),
+        (
+            "the origin's stale-if-error shortens the window",
+            "/sie",
+            100,
+            Some("max-age=60, stale-if-error=30"),
+            down,
+            &["lookup", "forward", "answer"],
+            502,
+            None,
+        ),
+        (
+            "... and within it",
+            "/sie",
+            95,
+            Some("max-age=60, Stale-If-Error=40"),
+            down,
+            &["lookup", "forward", "serve_stored"],
+            200,
+            Some("STALE"),
+        ),
+        (
+            "the origin's longer one does not lengthen it",
+            "/sie",
+            181,
+            Some("stale-if-error=600"),
+            down,
+            &["lookup", "forward", "answer"],
+            502,
+            None,
+        ),
+        (
+            "must-revalidate forbids it",
+            "/sie",
+            100,
+            Some("max-age=60, must-revalidate"),
+            down,
+            &["lookup", "forward", "answer"],
+            502,
+            None,
+        ),
+        (
+            "proxy-revalidate forbids it",
+            "/sie",
+            100,
+            Some("PROXY-REVALIDATE"),
+            down,
+            &["lookup", "forward", "answer"],
+            502,
+            None,
+        ),
+        (
+            "unless the origin allows it itself",
+            "/sie",
+            100,
+            Some("must-revalidate, stale-if-error=90"),
+            down,
+            &["lookup", "forward", "serve_stored"],
+            200,
+            Some("STALE"),
+        ),
+        (
+            "within stale_while_revalidate_s: served at once",
+            "/sie",
+            70,
+            None,
+            down,
+            &["lookup", "serve_stored"],
+            200,
+            Some("STALE"),
+        ),
+        (
+            "fresh: a hit",
+            "/sie",
+            10,
+            None,
+            down,
+            &["lookup", "serve_stored"],
+            200,
+            Some("HIT"),
+        ),
+    ];
+    for (name, path, age_s, cc, origin, steps, status, label) in cases {
+        let rt = Runtime {
+            stored_at: Some(now - age_s * 1000),
+            stored_cc: *cc,
+            origin: *origin,
+            now_ms: now,
+            ..Default::default()
+        };
+        let end = run(&g, "GET", &format!("https://h{path}"), &[], &rt);
+        assert_eq!(
+            (
+                end.steps.as_slice(),
+                end.status,
+                header(&end, "x-cache-status")
+            ),
+            (*steps, *status, *label),
+            "{name}: {:?}",
+            end.log
+        );
+        assert_eq!(end.log["status"], *status, "{name}");
+        if end.steps.last() == Some(&"serve_stored") && end.steps.contains(&"forward") {
+            assert_eq!(
+                header(&end, "age"),
+                Some(age_s.to_string().as_str()),
+                "{name}"
+            );
+            assert_eq!(end.log["cache"], "STALE", "{name}");
+            assert_eq!(
+                end.log["cache_reason"], "stale-if-error: every attempt to the origin failed",
+                "{name}"
+            );
+            let detail = end.log["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with("served stale because the origin failed: "),
+                "{name}: {detail}"
+            );
+            assert_eq!(end.log["error"], Value::Null, "{name}");
+        }
+    }
+    // The log names the origin's failure.
+    let rt = Runtime {
+        stored_at: Some(now - 100_000),
+        origin: down,
+        now_ms: now,
+        ..Default::default()
+    };
+    let end = run(&g, "GET", "https://h/sie", &[], &rt);
+    assert_eq!(
+        end.log["detail"],
+        "served stale because the origin failed: origin_unavailable: connection refused"
+    );
+    let rt = Runtime { origin: busy, ..rt };
+    let end = run(&g, "HEAD", "https://h/sie", &[], &rt);
+    assert_eq!(
+        (end.status, header(&end, "x-cache-status")),
+        (200, Some("STALE"))
+    );
+    assert_eq!(
+        end.log["detail"],
+        "served stale because the origin failed: the last attempt answered 503"
+    );
 }

@@ -4,6 +4,7 @@ harness's cache service), with a real origin on 127.0.0.1 that counts its hits."
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 
@@ -213,3 +214,54 @@ def test_credentials_on_a_route_without_claims_are_never_cached(authgw, origin):
         assert r.header("x-cache-status") == "BYPASS"
         time.sleep(0.1)
     assert send(authgw.base_url, "GET", path).header("x-cache-status") == "MISS"
+
+
+@pytest.fixture()
+def two_origins():
+    with Origin("sie-a") as a, Origin("sie-b") as b:
+        yield a, b
+
+
+def test_stale_if_error_serves_the_stored_entry_when_every_server_is_down(two_origins):
+    a, b = two_origins
+    pool = {"servers": [{"url": a.url}, {"url": b.url}],
+            "retry": {"attempts": 2, "on": ["connect", "timeout", 503]}}
+    cfg = {
+        "origins": {"o": pool},
+        "routes": [
+            {"name": "sie", "path": "/sie/{*rest}", "origin": "o", "rewrite": {"path": "/cacheable/sie/{rest}"},
+             "cache": {"ttl_s": 1, "stale_if_error_s": 60}},
+            {"name": "plain-ttl", "path": "/ttl/{*rest}", "origin": "o", "rewrite": {"path": "/cacheable/ttl/{rest}"},
+             "cache": {"ttl_s": 1}},
+        ],
+    }
+    with Workerd(json.dumps(cfg)) as wd:
+        paths = ["/sie/item", "/sie/busy", "/ttl/item"]
+        stored = {p: get(wd, p) for p in paths}
+        assert all(r.status == 200 and r.header("x-cache-status") == "MISS" for r in stored.values())
+        time.sleep(1.3)  # past the 1 s TTL of every entry
+        # Every server answering a status the pool retries on: the stored entry answers.
+        a.mode = b.mode = "503"
+        r = get(wd, "/sie/busy")
+        assert (r.status, r.header("x-cache-status")) == (200, "STALE"), r.body
+        assert r.body == stored["/sie/busy"].body
+        # Every server stopped: the stored entry, its body and its age; HEAD without a body.
+        a.stop()
+        b.stop()
+        r = get(wd, "/sie/item")
+        assert (r.status, r.header("x-cache-status")) == (200, "STALE"), r.body
+        assert r.body == stored["/sie/item"].body and r.json()["n"] == 1
+        assert int(r.header("age")) >= 1
+        head = get(wd, "/sie/item", method="HEAD")
+        assert (head.status, head.header("x-cache-status"), head.body) == (200, "STALE", b"")
+        # Without stale_if_error_s: the gateway's 502, not the stored body.
+        r = get(wd, "/ttl/item")
+        assert r.status == 502 and r.json()["error"] == "origin_unavailable"
+        assert b'"n"' not in r.body
+        line = json.loads(wd.wait_for_log(re.compile(r'"GET","path":"/sie/item".*"cache":"STALE"')))
+        assert line["status"] == 200 and line["cache"] == "STALE"
+        assert line["cache_reason"] == "stale-if-error: every attempt to the origin failed"
+        assert line["detail"].startswith("served stale because the origin failed: origin_unavailable")
+        assert [t["outcome"] for t in line["attempts"]] == ["connect_failed", "connect_failed"]
+        busy = json.loads(wd.wait_for_log(re.compile(r'"path":"/sie/busy".*"cache":"STALE"')))
+        assert busy["detail"] == "served stale because the origin failed: the last attempt answered 503"

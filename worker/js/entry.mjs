@@ -194,7 +194,7 @@ async function handle(request, env, ctx) {
     flow = core.start(...args);
   }
   let response;
-  let stored = null; // the entry a lookup found, kept for its body
+  let stored = null; // the entry a lookup found, kept for its body (also through a forward: stale-if-error)
   let origin = null; // the origin's response, for its body
   try {
     while (response === undefined) {
@@ -231,6 +231,7 @@ async function handle(request, env, ctx) {
           break;
         case "H": {
           const [headers] = headersAt(f, 3);
+          origin?.body?.cancel(); // after a failed forward (stale-if-error): the origin's 5xx is not served
           if (f[2] === "1") {
             const again = core.refresh(flow);
             if (again !== 0) ctx.waitUntil(refresh(again, request));

@@ -235,3 +235,46 @@ fn a_config_with_problems_answers_500_and_logs_them() {
         "{log}"
     );
 }
+
+#[test]
+fn a_kept_entry_answers_in_text_when_every_attempt_failed() {
+    with_isolate(
+        r#"{
+      "origins": { "api": { "servers": [{ "url": "http://10.0.0.1:8080" }], "timeout_ms": 2000 } },
+      "routes": [{ "name": "sie", "path": "/s", "origin": "api",
+                   "cache": { "ttl_s": 60, "stale_if_error_s": 600 } }]
+    }"#,
+    );
+    let stored_at = 1_000_000u64;
+    let stored = portcullis::cache::stored_headers(
+        &[("content-type".into(), "text/plain".into())],
+        60,
+        600,
+        stored_at,
+    );
+    let packed: String = stored.iter().map(|(n, v)| format!("{n}\n{v}\n")).collect();
+    let now = (stored_at + 120_000) as f64; // past the TTL, within the window
+    let flow = start("HEAD", "https://api.example.com/s", "", false, 0.0, now);
+    assert!(poll(flow, now).starts_with("L\n"));
+    looked_up(flow, Some(packed), now);
+    assert!(
+        poll(flow, now).starts_with("F\n"),
+        "past use: forwarded first"
+    );
+    assert!(!next(flow, now).is_empty());
+    assert_eq!(finished(flow, 1, 0, "refused".into(), now + 1.0), 2);
+    assert_eq!(next(flow, now + 1.0), "", "no attempt left");
+    let step = poll(flow, now + 1.0);
+    let f = fields(&step);
+    assert_eq!(
+        (f[0], f[1], f[2]),
+        ("H", "1", "0"),
+        "HEAD, no refresh: {step}"
+    );
+    let (to_client, _) = headers_at(&f, 3);
+    assert_eq!(value(&to_client, "x-cache-status"), Some("STALE"), "{step}");
+    assert_eq!(value(&to_client, "age"), Some("120"), "{step}");
+    let log: serde_json::Value = serde_json::from_str(&finish(flow, 200, 1.0)).unwrap();
+    assert_eq!(log["cache"], "STALE");
+    assert_eq!(log["attempts"][0]["outcome"], "connect_failed");
+}
