@@ -226,7 +226,7 @@ impl Attempts {
         };
         self.log.push(Attempt {
             server,
-            address: origin.servers[server].base.clone(),
+            address: origin.servers[server].log_name(),
             outcome,
             status,
             duration_ms: now_ms.saturating_sub(started),

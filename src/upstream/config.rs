@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::http::is_valid_header_name;
-use crate::problems::{bounded, Problems};
+use crate::problems::{bounded, is_identifier, Problems};
 
 /// The per-attempt timeout when an origin sets none, in milliseconds (Envoy's default route
 /// timeout).
@@ -26,12 +26,15 @@ pub(crate) struct RawOrigin {
     deadline_ms: Option<u64>,
     retry: Option<RawRetry>,
     eject: Option<RawEject>,
+    mtls_certificate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
-    url: String,
+    url: Option<String>,
+    binding: Option<String>,
+    mtls_certificate: Option<String>,
     weight: Option<u64>,
     backup: Option<bool>,
 }
@@ -146,6 +149,37 @@ pub struct Server {
     pub port: u16,
     /// The base path (`/internal/v1`), empty when the server URL has none.
     pub base_path: String,
+    /// The Worker binding whose `fetch` carries this server's requests: a fetcher (a service
+    /// binding, a Workers VPC service) or an mTLS certificate binding; `None`: the global
+    /// `fetch`.
+    pub via: Option<Via>,
+}
+
+/// How a server is reached other than by the global `fetch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A fetcher binding: the server has no public address (`{ "binding": NAME }`).
+    Binding(String),
+    /// An mTLS certificate binding: the gateway presents its client certificate.
+    Mtls(String),
+}
+
+impl Server {
+    /// The binding whose `fetch` sends this server's requests, if any.
+    pub fn fetcher(&self) -> Option<&str> {
+        match &self.via {
+            Some(Via::Binding(name) | Via::Mtls(name)) => Some(name),
+            None => None,
+        }
+    }
+
+    /// How the log names the server: a binding server by its binding, never an address.
+    pub fn log_name(&self) -> String {
+        match &self.via {
+            Some(Via::Binding(name)) => format!("binding:{name}"),
+            _ => self.base.clone(),
+        }
+    }
 }
 
 /// The origin pool `name` (at `at`), every problem of it reported.
@@ -209,6 +243,10 @@ pub(crate) fn validate_origin(
             Some("backups take traffic only when the others fail: make at least one server a primary"),
         );
     }
+    let pool_mtls = raw
+        .mtls_certificate
+        .as_deref()
+        .filter(|m| binding_name(m, format!("{at}.mtls_certificate"), problems).is_some());
     let mut servers = Vec::with_capacity(raw.servers.len());
     for (i, s) in raw.servers.iter().enumerate() {
         let at = format!("{at}.servers[{i}]");
@@ -220,7 +258,7 @@ pub(crate) fn validate_origin(
             "a relative share of traffic",
             problems,
         ) as u32;
-        if let Some(mut server) = validate_server_url(&s.url, &format!("{at}.url"), problems) {
+        if let Some(mut server) = validate_server(s, pool_mtls, &at, problems) {
             server.weight = weight;
             server.backup = s.backup.unwrap_or(false);
             servers.push(server);
@@ -394,6 +432,74 @@ fn validate_retry(raw: &RawRetry, at: &str, problems: &mut Problems) -> RetryPol
     policy
 }
 
+/// A binding name, checked: a Worker binding is an identifier.
+fn binding_name(name: &str, at: String, problems: &mut Problems) -> Option<String> {
+    if is_identifier(name) {
+        return Some(name.to_string());
+    }
+    problems.add(
+        at,
+        format!("\"{name}\" is not a binding name"),
+        Some("a binding name is a letter or '_', then letters, digits and '_', as wrangler.toml names it"),
+    );
+    None
+}
+
+/// One server: a URL, a fetcher binding (with an optional URL whose host and path it is sent),
+/// and the mTLS certificate binding of the server or of its pool (`pool_mtls`).
+fn validate_server(
+    raw: &RawServer,
+    pool_mtls: Option<&str>,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<Server> {
+    let via = match (&raw.binding, raw.mtls_certificate.as_deref().or(pool_mtls)) {
+        (Some(_), Some(_)) if raw.mtls_certificate.is_some() => {
+            problems.add(
+                format!("{at}.mtls_certificate"),
+                "a binding server cannot have an mTLS certificate: the binding reaches it",
+                None,
+            );
+            return None;
+        }
+        (Some(b), _) => Some(Via::Binding(binding_name(
+            b,
+            format!("{at}.binding"),
+            problems,
+        )?)),
+        (None, Some(m)) if raw.mtls_certificate.is_some() => Some(Via::Mtls(binding_name(
+            m,
+            format!("{at}.mtls_certificate"),
+            problems,
+        )?)),
+        // The pool's, checked once in `validate_origin`.
+        (None, Some(m)) => Some(Via::Mtls(m.to_string())),
+        (None, None) => None,
+    };
+    let url = match (&raw.url, &via) {
+        (Some(url), _) => url.clone(),
+        // Through a binding without a URL: a host that names the binding and no address (the
+        // `.invalid` top-level domain never resolves).
+        (None, Some(Via::Binding(name))) => {
+            format!(
+                "https://{}.binding.invalid",
+                name.to_ascii_lowercase().replace('_', "-")
+            )
+        }
+        (None, _) => {
+            problems.add(
+                format!("{at}.url"),
+                "a server needs a url, or a binding",
+                Some("{ \"url\": \"https://service.internal.example\" } or { \"binding\": \"USERS_API\" }"),
+            );
+            return None;
+        }
+    };
+    let mut server = validate_server_url(&url, &format!("{at}.url"), problems)?;
+    server.via = via;
+    Some(server)
+}
+
 fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<Server> {
     let hint = Some("write an absolute URL such as https://users.internal.example:8443/base (an international host name in its punycode form, xn--...)");
     let url = match url::Url::parse(text) {
@@ -449,5 +555,6 @@ fn validate_server_url(text: &str, at: &str, problems: &mut Problems) -> Option<
         ip,
         port: url.port_or_known_default().unwrap_or(80),
         base_path,
+        via: None,
     })
 }
