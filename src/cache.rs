@@ -26,7 +26,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::auth::Identity;
-use crate::http::{first as header, same_name};
+use crate::http::{cache_control as directives, first as header, same_name};
 use crate::query;
 use crate::request::Head;
 
@@ -101,28 +101,6 @@ pub enum Freshness {
     Fresh,
     Stale,
     Expired,
-}
-
-/// The directives of every `Cache-Control` header, lower case, with their values.
-fn directives(headers: &[(String, String)]) -> Vec<(String, Option<String>)> {
-    headers
-        .iter()
-        .filter(|(n, _)| n == "cache-control")
-        .flat_map(|(_, v)| v.split(','))
-        .filter_map(|d| {
-            let d = d.trim();
-            if d.is_empty() {
-                return None;
-            }
-            Some(match d.split_once('=') {
-                Some((k, v)) => (
-                    k.trim().to_ascii_lowercase(),
-                    Some(v.trim().trim_matches('"').to_string()),
-                ),
-                None => (d.to_ascii_lowercase(), None),
-            })
-        })
-        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -268,6 +246,9 @@ impl CacheRule {
         if headers.iter().any(|(n, _)| n == "set-cookie") {
             return Store::No("set-cookie");
         }
+        if is_event_stream(headers) {
+            return Store::No("text/event-stream");
+        }
         if header(headers, "vary").is_some_and(|v| v.split(',').any(|t| t.trim() == "*")) {
             return Store::No("vary: *");
         }
@@ -293,6 +274,18 @@ impl CacheRule {
         }
         Store::For(ttl)
     }
+}
+
+/// Whether a response is a stream of server-sent events: never stored, as it does not end (the
+/// cache's copy of the body would be held until it does) and each client must get its own.
+fn is_event_stream(headers: &[(String, String)]) -> bool {
+    header(headers, "content-type").is_some_and(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim_matches([' ', '\t'])
+            .eq_ignore_ascii_case("text/event-stream")
+    })
 }
 
 /// How fresh an entry stored at `stored_at_ms` with `ttl_s` is at `now_ms`.

@@ -82,6 +82,7 @@ struct RawRoute {
     deny_ips: Option<Vec<String>>,
     rate_limit: Option<edge::RawRateLimit>,
     security_headers: Option<Value>,
+    compress: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -135,6 +136,8 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// The edge cache rule, for GET and HEAD.
     pub cache: Option<crate::cache::CacheRule>,
+    /// Whether the client's response may be compressed at the edge (`compress`, on by default).
+    pub compress: crate::compress::RouteCompression,
 }
 
 impl Route {
@@ -563,6 +566,7 @@ fn validate_route(
     }
     Some(Route {
         cache,
+        compress: crate::compress::RouteCompression::from_raw(raw.compress),
         policy,
         name: raw.name.clone(),
         host,

@@ -626,8 +626,9 @@ impl<'g> Exchange<'g> {
         };
     }
 
-    /// The result of [`Step::Lookup`] at `now_ms`: the stored entry's headers, if any.
-    pub fn looked_up(&mut self, stored: Option<&[(String, String)]>, now_ms: u64) {
+    /// The result of [`Step::Lookup`] at `now_ms`: the stored entry's status and headers, if
+    /// any.
+    pub fn looked_up(&mut self, stored: Option<(u16, &[(String, String)])>, now_ms: u64) {
         let plan = match std::mem::replace(&mut self.state, State::Lost) {
             State::Lookup(plan) => plan,
             other => {
@@ -635,7 +636,9 @@ impl<'g> Exchange<'g> {
                 return;
             }
         };
-        self.state = match stored.and_then(|s| self.gateway.stored_use(&plan, s, now_ms)) {
+        let used = stored
+            .and_then(|(status, headers)| self.gateway.stored_use(&plan, status, headers, now_ms));
+        self.state = match used {
             Some(use_) => {
                 self.cache = Some(use_.label);
                 State::ServeStored(plan, use_)
@@ -672,6 +675,9 @@ impl<'g> Exchange<'g> {
                     self.cache_reason = outcome.reason;
                     store = outcome.store;
                 }
+                // After the cache took its copy of the headers: the entry keeps the identity
+                // body, and this client gets its own coding.
+                self.gateway.compression(&plan, status, &mut headers);
                 State::Respond {
                     plan,
                     status,

@@ -175,7 +175,7 @@ fn a_route_with_a_cache_looks_up_then_stores() {
     let f = fields(&step);
     assert_eq!(f[0], "L", "{step}");
     let key = f[1].to_string();
-    looked_up(flow, None, 0.0);
+    looked_up(flow, None, 0, 0.0);
     assert!(poll(flow, 0.0).starts_with("F\n"));
     next(flow, 0.0);
     assert_eq!(finished(flow, 0, 200, String::new(), 1.0), 0);
