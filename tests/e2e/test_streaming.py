@@ -1,19 +1,19 @@
-"""End-to-end: server-sent events and other long responses stream through the Wasm worker in
-workerd as the origin sends them. The origin (origin.py's /sse) sends one event, waits 1.5 s (three
-times the route's 500 ms `timeout_ms`), sends a second and ends: the client reads the first event
-while the origin is still sending, and the timeout does not cut the stream once its headers came.
-A cached route never stores an event stream, and compression never touches one."""
+"""End-to-end: server-sent events and other long responses stream through the Wasm worker, under
+a bare `workerd serve` and under `wrangler dev`, as the origin sends them. The origin
+(origin.py's /sse) sends one event, waits 1.5 s (three times the route's 500 ms `timeout_ms`),
+sends a second and ends: the client reads the first event while the origin is still sending, and
+the timeout does not cut the stream once its headers came. A cached route never stores an event
+stream, and compression never touches one."""
 
 from __future__ import annotations
 
 import http.client
-import json
 import time
 
 import pytest
 
+from conftest import under_each_runtime
 from origin import Origin
-from workerd import Workerd
 
 GAP_MS = 1500
 TIMEOUT_MS = 500
@@ -25,9 +25,8 @@ def origin():
         yield o
 
 
-@pytest.fixture(scope="module")
-def gw(origin):
-    cfg = {
+def config(origin):
+    return {
         "origins": {"o": {"servers": [{"url": origin.url}], "timeout_ms": TIMEOUT_MS}},
         "routes": [
             {"name": "events", "path": "/events", "origin": "o", "rewrite": {"path": "/sse"}},
@@ -35,8 +34,9 @@ def gw(origin):
              "cache": {"ttl_s": 60}},
         ],
     }
-    with Workerd(json.dumps(cfg)) as wd:
-        yield wd
+
+
+gw = under_each_runtime(config)
 
 
 def read_event(resp: http.client.HTTPResponse, buffer: bytearray, deadline: float) -> bytes:
