@@ -232,3 +232,62 @@ fn a_config_with_problems_answers_500_and_logs_them() {
         "{log}"
     );
 }
+
+#[test]
+fn a_compressed_response_carries_its_coding_in_the_header_list_and_the_entry_stays_identity() {
+    with_isolate(CONFIG);
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/cached/big",
+        "accept-encoding\ngzip, br;q=0.5\n",
+        false,
+        0.0,
+        0.0,
+    );
+    assert!(poll(flow, 0.0).starts_with("L\n"));
+    looked_up(flow, None, 0, 0.0);
+    poll(flow, 0.0);
+    next(flow, 0.0);
+    assert_eq!(finished(flow, 0, 200, String::new(), 1.0), 0);
+    forwarded(
+        flow,
+        200,
+        "content-type\ntext/html\ncontent-length\n4096\n",
+        1.0,
+    );
+    let step = poll(flow, 1.0);
+    let f = fields(&step);
+    assert_eq!(&f[..3], ["W", "200", "0"], "{step}");
+    let (to_client, end) = headers_at(&f, 3);
+    assert_eq!(
+        value(&to_client, "content-encoding"),
+        Some("gzip"),
+        "{step}"
+    );
+    assert_eq!(value(&to_client, "content-length"), None, "{step}");
+    assert_eq!(value(&to_client, "vary"), Some("Accept-Encoding"), "{step}");
+    assert_eq!(f[end], "1", "stored: {step}");
+    let (stored, _) = headers_at(&f, end + 2);
+    assert_eq!(value(&stored, "content-encoding"), None, "{step}");
+    assert_eq!(value(&stored, "content-length"), Some("4096"), "{step}");
+    finish(flow, 200, 1.0);
+
+    // The stored entry, served to a client that accepts br: the `H` step's list says br.
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/cached/big",
+        "accept-encoding\nbr\n",
+        false,
+        0.0,
+        2.0,
+    );
+    assert!(poll(flow, 2.0).starts_with("L\n"));
+    let packed: String = stored.iter().map(|(n, v)| format!("{n}\n{v}\n")).collect();
+    looked_up(flow, Some(packed), 200, 2.0);
+    let step = poll(flow, 2.0);
+    let f = fields(&step);
+    assert_eq!(f[0], "H", "{step}");
+    let (to_client, _) = headers_at(&f, 3);
+    assert_eq!(value(&to_client, "content-encoding"), Some("br"), "{step}");
+    finish(flow, 200, 3.0);
+}
