@@ -10,7 +10,8 @@
 //! but 204, 205, 206 and 304), it has no `Content-Encoding` (an encoded body is never encoded
 //! again) and no `Content-Range`, its `Cache-Control` has no `no-transform`, its `Content-Type` is
 //! compressible ([`compressible_type`]: text, JSON, JavaScript, XML, SVG and the `+json`/`+xml`
-//! forms; never `text/event-stream`, whose events must leave as they arrive), and its
+//! forms; never `text/event-stream`, whose events must leave as they arrive; every
+//! `Content-Type` header, when the origin sent several), and its
 //! `Content-Length`, when known, is at least [`MIN_BYTES`]. An eligible response gets
 //! `Accept-Encoding` in `Vary` (whatever the client accepts, so that a cache downstream keeps the
 //! two forms apart). It is encoded when the client's `Accept-Encoding` accepts br or gzip
@@ -235,10 +236,11 @@ pub fn eligible(method: &str, status: u16, headers: &[(String, String)]) -> bool
         && !cache_control(headers)
             .iter()
             .any(|(d, _)| d == "no-transform")
+        && has("content-type")
         && headers
             .iter()
-            .find(|(n, _)| n == "content-type")
-            .is_some_and(|(_, v)| compressible_type(v))
+            .filter(|(n, _)| n == "content-type")
+            .all(|(_, v)| compressible_type(v))
         && known_length(headers).is_none_or(|l| l >= MIN_BYTES)
 }
 

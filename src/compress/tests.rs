@@ -317,6 +317,27 @@ fn which_responses_are_eligible() {
             "server-sent events",
         ),
         ("GET", 200, &[big], false, "no content type"),
+        (
+            "GET",
+            200,
+            &[html, ("content-type", "image/png"), big],
+            false,
+            "two types, one an image",
+        ),
+        (
+            "GET",
+            200,
+            &[("content-type", "text/event-stream"), html, big],
+            false,
+            "two types, one a stream",
+        ),
+        (
+            "GET",
+            200,
+            &[html, ("content-type", "application/json"), big],
+            true,
+            "two compressible types",
+        ),
     ];
     for (method, status, headers, want, why) in cases {
         assert_eq!(eligible(method, *status, &h(headers)), *want, "{why}");
