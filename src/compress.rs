@@ -43,8 +43,8 @@ impl Coding {
 }
 
 /// The codings offered, in the gateway's order of preference when the client weighs them the
-/// same. zstd is not offered: the Workers documentation names no zstd for the runtime's response
-/// encoder.
+/// same. zstd is not offered: the runtime's response encoder has no zstd (see the README's
+/// "Compression").
 const OFFERED: [Coding; 2] = [Coding::Br, Coding::Gzip];
 
 /// A route's `compress` setting: on unless the route says `"compress": false`.
