@@ -30,7 +30,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::auth::Identity;
-use crate::http::{first as header, same_name};
+use crate::http::{cache_control as directives, first as header, same_name};
 use crate::query;
 use crate::request::Head;
 
@@ -108,28 +108,6 @@ pub enum Freshness {
     Fresh,
     Stale,
     Expired,
-}
-
-/// The directives of every `Cache-Control` header, lower case, with their values.
-fn directives(headers: &[(String, String)]) -> Vec<(String, Option<String>)> {
-    headers
-        .iter()
-        .filter(|(n, _)| n == "cache-control")
-        .flat_map(|(_, v)| v.split(','))
-        .filter_map(|d| {
-            let d = d.trim();
-            if d.is_empty() {
-                return None;
-            }
-            Some(match d.split_once('=') {
-                Some((k, v)) => (
-                    k.trim().to_ascii_lowercase(),
-                    Some(v.trim().trim_matches('"').to_string()),
-                ),
-                None => (d.to_ascii_lowercase(), None),
-            })
-        })
-        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -308,6 +286,9 @@ impl CacheRule {
         if headers.iter().any(|(n, _)| n == "set-cookie") {
             return Store::No("set-cookie");
         }
+        if is_event_stream(headers) {
+            return Store::No("text/event-stream");
+        }
         if header(headers, "vary").is_some_and(|v| v.split(',').any(|t| t.trim() == "*")) {
             return Store::No("vary: *");
         }
@@ -339,6 +320,18 @@ impl CacheRule {
 /// past its freshness (a fresh entry is within it too).
 pub fn within(stored_at_ms: u64, ttl_s: u32, window_s: u32, now_ms: u64) -> bool {
     now_ms.saturating_sub(stored_at_ms) < (u64::from(ttl_s) + u64::from(window_s)) * 1000
+}
+
+/// Whether a response is a stream of server-sent events: never stored, as it does not end (the
+/// cache's copy of the body would be held until it does) and each client must get its own.
+fn is_event_stream(headers: &[(String, String)]) -> bool {
+    header(headers, "content-type").is_some_and(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim_matches([' ', '\t'])
+            .eq_ignore_ascii_case("text/event-stream")
+    })
 }
 
 /// How fresh an entry stored at `stored_at_ms` with `ttl_s` is at `now_ms`.

@@ -83,6 +83,7 @@ struct RawRoute {
     rate_limit: Option<edge::RawRateLimit>,
     security_headers: Option<Value>,
     websocket: Option<bool>,
+    compress: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,6 +141,8 @@ pub struct Route {
     pub cache: Option<crate::cache::CacheRule>,
     /// Whether WebSocket upgrades pass through to the origin (elsewhere they are refused).
     pub websocket: bool,
+    /// Whether the client's response may be compressed at the edge (`compress`, on by default).
+    pub compress: crate::compress::RouteCompression,
 }
 
 impl Route {
@@ -594,6 +597,7 @@ fn validate_route(
     }
     Some(Route {
         cache,
+        compress: crate::compress::RouteCompression::from_raw(raw.compress),
         policy,
         websocket,
         name: raw.name.clone(),

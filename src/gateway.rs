@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::auth::{token, AuthError, AuthUse, Identity, Prepared, RouteAuth};
 use crate::cache;
+use crate::compress;
 use crate::config::{Config, Route};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarding, PublicSide, Rewrite};
@@ -62,6 +63,8 @@ pub struct ForwardPlan {
     pub cache: Option<CacheStep>,
     /// A WebSocket handshake: the origin's answer is a 101 with the connection.
     pub websocket: bool,
+    /// The client's `Accept-Encoding` (every value, joined), for the response's compression.
+    pub accept_encoding: Option<String>,
     /// The verified claims' header forms, for `{claim.NAME}` in response headers.
     claims: BTreeMap<String, String>,
     client_ip: Option<String>,
@@ -621,6 +624,7 @@ impl Gateway {
             }),
             forward_path: forwarded_path,
             headers,
+            accept_encoding: crate::compress::accept_encoding(&head.headers),
             path: normalized.clone(),
             params: params.clone(),
             claims: identity.map(|i| i.claims.clone()).unwrap_or_default(),
@@ -680,6 +684,25 @@ impl Gateway {
         out
     }
 
+    /// Plans the compression of the client's copy of a response to `plan` (its status and the
+    /// client's headers, from [`Gateway::response_headers`] or [`Gateway::stored_use`]): see
+    /// [`compress::plan`]. Applied after the cache's decision, so that what is stored is the
+    /// origin's identity body and its headers, and every client is served its own coding.
+    pub fn compression(
+        &self,
+        plan: &ForwardPlan,
+        status: u16,
+        headers: &mut HeaderList,
+    ) -> Option<compress::Coding> {
+        compress::plan(
+            self.config.routes[plan.route].compress,
+            plan.accept_encoding.as_deref(),
+            &plan.method,
+            status,
+            headers,
+        )
+    }
+
     /// Whether to store the response to `plan` (with the client's headers), and for how long.
     pub fn store_decision(
         &self,
@@ -733,6 +756,7 @@ impl Gateway {
     pub fn stored_use(
         &self,
         plan: &ForwardPlan,
+        status: u16,
         stored: &[(String, String)],
         now_ms: u64,
     ) -> Option<StoredUse> {
@@ -744,15 +768,13 @@ impl Gateway {
                 cache::Freshness::Stale => ("STALE", true),
                 cache::Freshness::Expired => return None,
             };
+        let mut headers =
+            self.cached_response_headers(plan, stored, label, cache::age_s(stored_at, now_ms));
+        self.compression(plan, status, &mut headers);
         Some(StoredUse {
             label,
             refresh,
-            headers: self.cached_response_headers(
-                plan,
-                stored,
-                label,
-                cache::age_s(stored_at, now_ms),
-            ),
+            headers,
         })
     }
 
@@ -762,6 +784,7 @@ impl Gateway {
     pub fn stale_on_error(
         &self,
         plan: &ForwardPlan,
+        status: u16,
         stored: &[(String, String)],
         now_ms: u64,
     ) -> Option<StoredUse> {
@@ -771,15 +794,13 @@ impl Gateway {
         if window_s == 0 || !cache::within(stored_at, ttl_s, window_s, now_ms) {
             return None;
         }
+        let mut headers =
+            self.cached_response_headers(plan, stored, "STALE", cache::age_s(stored_at, now_ms));
+        self.compression(plan, status, &mut headers);
         Some(StoredUse {
             label: "STALE",
             refresh: false,
-            headers: self.cached_response_headers(
-                plan,
-                stored,
-                "STALE",
-                cache::age_s(stored_at, now_ms),
-            ),
+            headers,
         })
     }
 

@@ -215,6 +215,28 @@ pub(crate) fn method_list(list: &[String], at: &str, problems: &mut Problems) ->
     out
 }
 
+/// The directives of every `Cache-Control` header, lower case, with their values.
+pub fn cache_control(headers: &[(String, String)]) -> Vec<(String, Option<String>)> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "cache-control")
+        .flat_map(|(_, v)| v.split(','))
+        .filter_map(|d| {
+            let d = d.trim();
+            if d.is_empty() {
+                return None;
+            }
+            Some(match d.split_once('=') {
+                Some((k, v)) => (
+                    k.trim().to_ascii_lowercase(),
+                    Some(v.trim().trim_matches('"').to_string()),
+                ),
+                None => (d.to_ascii_lowercase(), None),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

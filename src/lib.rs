@@ -6,7 +6,7 @@
 //! [`config`] (loaded once: it assembles the config sections the phases own), [`request_id`],
 //! [`request`] (the one reading of a request: [`path`], [`query`], [`addr`]), [`router`],
 //! [`policy`], [`auth`], [`sso`], [`gateway`] (the plan), [`headers`], [`cache`], [`upstream`]
-//! (servers and retries), [`error`], [`log`]; [`lifecycle`] orders them. The leaves [`problems`]
+//! (servers and retries), [`compress`] (the client's coding), [`error`], [`log`]; [`lifecycle`] orders them. The leaves [`problems`]
 //! (config problems and their JSON paths), [`http`] (header primitives), [`query`], [`path`],
 //! [`addr`] and [`template`] import nothing above them, no phase imports [`config`], [`gateway`]
 //! or [`lifecycle`], and no module imports itself back through others (`tests/layers.rs`).
@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod auth;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -252,7 +252,7 @@ pub struct Exchange<'g> {
     is_cached: IsCached<'g>,
     /// The stored entry's headers kept through the forward, to answer with when every attempt
     /// fails (stale-if-error; the driver keeps its body).
-    fallback: Option<HeaderList>,
+    fallback: Option<(u16, HeaderList)>,
 }
 
 /// How forwarding ended: the origin's status and headers, or the error for the client and the
@@ -643,8 +643,9 @@ impl<'g> Exchange<'g> {
         };
     }
 
-    /// The result of [`Step::Lookup`] at `now_ms`: the stored entry's headers, if any.
-    pub fn looked_up(&mut self, stored: Option<&[(String, String)]>, now_ms: u64) {
+    /// The result of [`Step::Lookup`] at `now_ms`: the stored entry's status and headers, if
+    /// any.
+    pub fn looked_up(&mut self, stored: Option<(u16, &[(String, String)])>, now_ms: u64) {
         let plan = match std::mem::replace(&mut self.state, State::Lost) {
             State::Lookup(plan) => plan,
             other => {
@@ -652,7 +653,9 @@ impl<'g> Exchange<'g> {
                 return;
             }
         };
-        self.state = match stored.and_then(|s| self.gateway.stored_use(&plan, s, now_ms)) {
+        let used = stored
+            .and_then(|(status, headers)| self.gateway.stored_use(&plan, status, headers, now_ms));
+        self.state = match used {
             Some(use_) => {
                 self.cache = Some(use_.label);
                 State::ServeStored(plan, use_)
@@ -660,8 +663,12 @@ impl<'g> Exchange<'g> {
             None => {
                 // Past use, but it may still answer if the origin fails (stale-if-error).
                 self.fallback = stored
-                    .filter(|s| self.gateway.stale_on_error(&plan, s, now_ms).is_some())
-                    .map(<[_]>::to_vec);
+                    .filter(|&(status, s)| {
+                        self.gateway
+                            .stale_on_error(&plan, status, s, now_ms)
+                            .is_some()
+                    })
+                    .map(|(status, s)| (status, s.to_vec()));
                 State::Forward(plan)
             }
         };
@@ -699,6 +706,9 @@ impl<'g> Exchange<'g> {
                     self.cache_reason = outcome.reason;
                     store = outcome.store;
                 }
+                // After the cache took its copy of the headers: the entry keeps the identity
+                // body, and this client gets its own coding.
+                self.gateway.compression(&plan, status, &mut headers);
                 State::Respond {
                     plan,
                     status,
@@ -718,7 +728,7 @@ impl<'g> Exchange<'g> {
         result: &Forwarded,
         now_ms: u64,
     ) -> Option<crate::gateway::StoredUse> {
-        let stored = self.fallback.take()?;
+        self.fallback.as_ref()?;
         let failure = match result {
             Err((error, detail)) => format!("{}: {detail}", error.code()),
             Ok((status, _))
@@ -731,7 +741,10 @@ impl<'g> Exchange<'g> {
             }
             Ok(_) => return None,
         };
-        let use_ = self.gateway.stale_on_error(plan, &stored, now_ms)?;
+        let (stored_status, stored) = self.fallback.take()?;
+        let use_ = self
+            .gateway
+            .stale_on_error(plan, stored_status, &stored, now_ms)?;
         self.cache = Some(use_.label);
         self.cache_reason = Some("stale-if-error: every attempt to the origin failed");
         let note = format!("served stale because the origin failed: {failure}");

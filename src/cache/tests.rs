@@ -337,6 +337,22 @@ fn store_decisions_for_each_origin_header_combination() {
         (200, &[("set-cookie", "a=1")], Store::No("set-cookie")),
         (
             200,
+            &[("content-type", "text/event-stream")],
+            Store::No("text/event-stream"),
+        ),
+        (
+            200,
+            &[("content-type", "Text/Event-Stream; charset=utf-8")],
+            Store::No("text/event-stream"),
+        ),
+        (
+            200,
+            &[("content-type", " text/event-stream ")],
+            Store::No("text/event-stream"),
+        ),
+        (200, &[("content-type", "text/plain")], Store::For(60)),
+        (
+            200,
             &[("cache-control", "private")],
             Store::No("cache-control forbids storing"),
         ),

@@ -109,6 +109,18 @@ fn every_rejection_names_its_json_path() {
             "unknown field `colour`",
         ),
         (
+            "compress is not a boolean",
+            Box::new(|v| set(v, "/routes/0/compress", json!("no"))),
+            "$.routes[0].compress",
+            "invalid type",
+        ),
+        (
+            "compress as a number",
+            Box::new(|v| set(v, "/routes/0/compress", json!(0))),
+            "$.routes[0].compress",
+            "invalid type",
+        ),
+        (
             "unknown origin field",
             Box::new(|v| set(v, "/origins/users/tls", json!(true))),
             "$.origins.users.tls",
@@ -751,4 +763,19 @@ fn path_params_are_listed() {
     assert_eq!(path_params("/a/{id}/b/{*rest}"), ["id", "rest"]);
     assert_eq!(path_params("/img-{n}.png"), ["n"]);
     assert_eq!(path_params("/{{literal}}"), Vec::<String>::new());
+}
+
+#[test]
+fn compress_is_on_unless_a_route_turns_it_off() {
+    let cfg = json!({
+        "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },
+        "routes": [
+            { "name": "a", "path": "/a", "origin": "o" },
+            { "name": "b", "path": "/b", "origin": "o", "compress": false },
+            { "name": "c", "path": "/c", "origin": "o", "compress": true }
+        ]
+    });
+    let c = Config::from_json(&cfg.to_string()).unwrap();
+    let on: Vec<bool> = c.routes.iter().map(|r| r.compress.enabled).collect();
+    assert_eq!(on, [true, false, true]);
 }

@@ -501,18 +501,24 @@ fn cache_labels_and_stored_entries() {
         Some("credentials on a route keyed without claims")
     );
     // The stored entry over time.
-    let at = |t: u64| g.stored_use(&get, &stored, t).map(|u| (u.label, u.refresh));
+    let at = |t: u64| {
+        g.stored_use(&get, 200, &stored, t)
+            .map(|u| (u.label, u.refresh))
+    };
     assert_eq!(at(now), Some(("HIT", false)));
     assert_eq!(at(now + 59_999), Some(("HIT", false)));
     assert_eq!(at(now + 60_000), Some(("STALE", true)));
     assert_eq!(at(now + 89_999), Some(("STALE", true)));
     assert_eq!(at(now + 90_000), None);
-    let served = g.stored_use(&get, &stored, now + 5_000).unwrap().headers;
+    let served = g
+        .stored_use(&get, 200, &stored, now + 5_000)
+        .unwrap()
+        .headers;
     assert!(served.contains(&("age".to_string(), "5".to_string())));
     assert!(served.contains(&("x-cache-status".to_string(), "HIT".to_string())));
     assert!(served.contains(&("x-request-id".to_string(), "rid".to_string())));
     // Something in the cache that is not the gateway's entry: a miss.
-    assert_eq!(g.stored_use(&get, &ok, now), None);
+    assert_eq!(g.stored_use(&get, 200, &ok, now), None);
     // A route without cache: no outcome at all.
     let plain = serde_json::json!({
         "origins": { "o": { "servers": [{ "url": "http://127.0.0.1:9000" }] } },

@@ -151,7 +151,7 @@ fn run(g: &Gateway, method: &str, url: &str, headers: &[(&str, &str)], rt: &Runt
                 let stored = rt
                     .stored_at
                     .map(|at| crate::cache::stored_headers(&origin, 60, 120, at));
-                ex.looked_up(stored.as_deref(), rt.now_ms)
+                ex.looked_up(stored.as_deref().map(|s| (200, s)), rt.now_ms)
             }
             "forward" => ex.forwarded((rt.origin)(), Vec::new(), rt.now_ms),
             _ => unreachable!(),
@@ -806,4 +806,77 @@ fn stale_if_error_answers_with_the_kept_entry_when_every_attempt_failed() {
         end.log["detail"],
         "served stale because the origin failed: the last attempt answered 503"
     );
+}
+
+#[test]
+fn a_cached_route_stores_the_identity_body_and_compresses_per_client() {
+    let g = gateway();
+    let origin: HeaderList = vec![
+        ("content-type".into(), "text/plain".into()),
+        ("content-length".into(), "5000".into()),
+    ];
+    let exchange = |accept: &'static [(&'static str, &'static str)]| {
+        let headers: HeaderList = accept
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let req = Incoming {
+            method: "GET",
+            url: "https://api.example/c",
+            headers: &headers,
+        };
+        Exchange::new(&g, &req, "rid", |_, _| false)
+    };
+    let has = |list: &HeaderList, name: &str, value: &str| {
+        list.iter().any(|(n, v)| n == name && v == value)
+    };
+
+    // A miss: the client gets gzip; the entry keeps the origin's identity headers.
+    let mut ex = exchange(&[("accept-encoding", "gzip")]);
+    assert!(matches!(ex.poll(), Step::Lookup { .. }));
+    ex.looked_up(None, 1_000_000);
+    assert!(matches!(ex.poll(), Step::Forward(_)));
+    ex.forwarded(Ok((200, origin.clone())), Vec::new(), 1_000_000);
+    let Step::Respond {
+        headers,
+        store: Some((_, stored)),
+        ..
+    } = ex.poll()
+    else {
+        panic!("not a stored response");
+    };
+    assert!(has(headers, "content-encoding", "gzip"), "{headers:?}");
+    assert!(has(headers, "vary", "Accept-Encoding"), "{headers:?}");
+    assert!(!headers.iter().any(|(n, _)| n == "content-length"));
+    assert!(!stored
+        .iter()
+        .any(|(n, _)| n == "content-encoding" || n == "vary"));
+    assert!(has(stored, "content-length", "5000"), "{stored:?}");
+    let stored = stored.clone();
+
+    // Hits: each client gets its own coding from the one entry.
+    for (accept, coding) in [
+        (&[("accept-encoding", "gzip, br")][..], Some("br")),
+        (&[("accept-encoding", "gzip")][..], Some("gzip")),
+        (&[("accept-encoding", "gzip;q=0")][..], None),
+        (&[][..], None),
+    ] {
+        let mut ex = exchange(accept);
+        assert!(matches!(ex.poll(), Step::Lookup { .. }));
+        ex.looked_up(Some((200, &stored)), 1_001_000);
+        let Step::ServeStored { headers, .. } = ex.poll() else {
+            panic!("not a hit");
+        };
+        let got = headers
+            .iter()
+            .find(|(n, _)| n == "content-encoding")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(got, coding, "{accept:?}: {headers:?}");
+        assert!(has(headers, "vary", "Accept-Encoding"), "{headers:?}");
+        assert_eq!(
+            headers.iter().any(|(n, _)| n == "content-length"),
+            coding.is_none(),
+            "{headers:?}"
+        );
+    }
 }

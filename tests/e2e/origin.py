@@ -6,7 +6,13 @@ headers, body digest) so that tests can assert what the gateway forwarded:
 - anything else: 200 JSON echo {"server", "method", "path", "query", "headers", "body_len",
   "body_sha256"}; with a `set-cookie` and an `x-internal-trace` header;
 - /big/N: N deterministic bytes (see `big_body`), with content-length;
-- /gzip: a gzip-encoded text body (`GZIP_PLAIN`), `content-encoding: gzip`;
+- /gzip: a gzip-encoded text body (`GZIP_PLAIN`, encoded as `GZIP_BYTES`, the same bytes every
+  time), `content-encoding: gzip`;
+- /text/N: N bytes of text (`text_body`), `content-type` from `type=` (default `text/plain;
+  charset=utf-8`), `cache-control` from `cc=`, `etag` from `etag=`, and with `chunked=1` sent
+  chunked without a length;
+- /sse: a server-sent event stream: one event, a pause of `gap_ms` (default 1500, at most 5000),
+  a second event, the end; each event's send time is recorded in `sse_sent` (name, monotonic);
 - /redirect: 302 with `location` and `content-location` pointing at this server itself;
 - /slow/MS: waits MS milliseconds before answering (bounded to 30 s);
 - /reveal: `server`, `x-powered-by`, `via`, and a header named in `connection`;
@@ -42,6 +48,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
 GZIP_PLAIN = ("portcullis gzip check: " + "abcdefghij" * 400).encode()
+GZIP_BYTES = gzip.compress(GZIP_PLAIN, mtime=0)
+
+
+def text_body(n: int) -> bytes:
+    """N bytes of compressible text that differ along the whole length."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += f"line {i}: the quick brown fox jumps over the lazy dog\n".encode()
+        i += 1
+    return bytes(out[:n])
 
 
 def big_body(n: int) -> bytes:
@@ -116,6 +133,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _send_chunked(self, status: int, chunks: list[bytes], headers: list[tuple[str, str]]):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        if self.command != "HEAD":
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+
     def _handle(self):
         origin: Origin = self.server.owner  # type: ignore[attr-defined]
         path, _, query = self.path.partition("?")
@@ -136,8 +164,36 @@ class _Handler(BaseHTTPRequestHandler):
             data = big_body(int(path.split("/")[2]))
             return self._send(200, data, [("content-type", "application/octet-stream")])
         if path == "/gzip":
-            data = gzip.compress(GZIP_PLAIN)
-            return self._send(200, data, [("content-type", "text/plain"), ("content-encoding", "gzip")])
+            return self._send(200, GZIP_BYTES, [("content-type", "text/plain"), ("content-encoding", "gzip")])
+        if path.startswith("/text/"):
+            from urllib.parse import parse_qs
+            params = parse_qs(query)
+            data = text_body(min(int(path.split("/")[2]), 10_000_000))
+            extra = [("content-type", params.get("type", ["text/plain; charset=utf-8"])[0])]
+            if "cc" in params:
+                extra.append(("cache-control", params["cc"][0]))
+            if "etag" in params:
+                extra.append(("etag", params["etag"][0]))
+            if params.get("chunked") == ["1"]:
+                return self._send_chunked(200, [data[: len(data) // 2], data[len(data) // 2:]], extra)
+            return self._send(200, data, extra)
+        if path == "/sse":
+            from urllib.parse import parse_qs
+            gap = min(int(parse_qs(query).get("gap_ms", ["1500"])[0]), 5000) / 1000
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for i, name in enumerate(["first", "second"]):
+                if i:
+                    time.sleep(gap)
+                event = f"id: {i + 1}\ndata: {name}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+                origin.sse_sent.append((name, time.monotonic()))
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
         if path == "/redirect":
             return self._send(302, b"", [("location", f"{here}/elsewhere?x=1"), ("content-location", f"{here}/doc")])
         if path.startswith("/cacheable"):
@@ -281,6 +337,7 @@ class Origin(LocalServer):
         self.hang_s = 10.0
         self.hits: dict[str, int] = {}
         self.answered: list[list[tuple[str, str]]] = []
+        self.sse_sent: list[tuple[str, float]] = []
 
     def count(self, since: int = 0) -> int:
         """Requests received from index `since` on."""

@@ -224,7 +224,7 @@ async function handle(request, env, ctx) {
         }
         case "L":
           stored = await cacheMatch(f[1]);
-          core.looked_up(flow, stored === null ? undefined : pack(stored.headers), Date.now());
+          core.looked_up(flow, stored === null ? undefined : pack(stored.headers), stored?.status ?? 0, Date.now());
           break;
         case "F":
           origin = await forward(flow, f, request);

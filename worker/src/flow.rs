@@ -29,6 +29,11 @@
 //! | `W` respond | status, null body (`0`/`1`), headers, store (`0`/`1`), key, stored headers | [`finish`], or [`unbuildable`] |
 //! | `C` store (refresh) | status, key, headers | [`end`] |
 //! | `X` nothing more (refresh) | — | [`end`] |
+//!
+//! Compression needs no field of its own: when the core compresses a response (`W` or `H`), its
+//! header list carries `content-encoding` and no `content-length`, and the entry builds the
+//! `Response` from the unencoded body with those headers; the runtime encodes it as it is sent
+//! (`encodeBody: "automatic"`, the default).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -587,13 +592,14 @@ pub fn limited(handle: u32, outcome: u8, detail: String) {
     })
 }
 
-/// The result of step `L`: the stored entry's headers, packed, or `None` when there is none.
+/// The result of step `L`: the stored entry's headers, packed, or `None` when there is none,
+/// and its status.
 #[wasm_bindgen]
-pub fn looked_up(handle: u32, headers: Option<String>, now: f64) {
+pub fn looked_up(handle: u32, headers: Option<String>, status: u16, now: f64) {
     with(handle, |_, flow| {
         if let Some(ex) = exchange(flow) {
             let list = headers.as_deref().map(unpack);
-            ex.looked_up(list.as_deref(), now_ms(now))
+            ex.looked_up(list.as_deref().map(|l| (status, l)), now_ms(now))
         }
     })
 }

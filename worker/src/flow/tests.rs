@@ -178,7 +178,7 @@ fn a_route_with_a_cache_looks_up_then_stores() {
     let f = fields(&step);
     assert_eq!(f[0], "L", "{step}");
     let key = f[1].to_string();
-    looked_up(flow, None, 0.0);
+    looked_up(flow, None, 0, 0.0);
     assert!(poll(flow, 0.0).starts_with("F\n"));
     next(flow, 0.0);
     assert_eq!(finished(flow, 0, 200, String::new(), 1.0), 0);
@@ -256,7 +256,7 @@ fn a_kept_entry_answers_in_text_when_every_attempt_failed() {
     let now = (stored_at + 120_000) as f64; // past the TTL, within the window
     let flow = start("HEAD", "https://api.example.com/s", "", false, 0.0, now);
     assert!(poll(flow, now).starts_with("L\n"));
-    looked_up(flow, Some(packed), now);
+    looked_up(flow, Some(packed), 200, now);
     assert!(
         poll(flow, now).starts_with("F\n"),
         "past use: forwarded first"
@@ -277,4 +277,63 @@ fn a_kept_entry_answers_in_text_when_every_attempt_failed() {
     let log: serde_json::Value = serde_json::from_str(&finish(flow, 200, 1.0)).unwrap();
     assert_eq!(log["cache"], "STALE");
     assert_eq!(log["attempts"][0]["outcome"], "connect_failed");
+}
+
+#[test]
+fn a_compressed_response_carries_its_coding_in_the_header_list_and_the_entry_stays_identity() {
+    with_isolate(CONFIG);
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/cached/big",
+        "accept-encoding\ngzip, br;q=0.5\n",
+        false,
+        0.0,
+        0.0,
+    );
+    assert!(poll(flow, 0.0).starts_with("L\n"));
+    looked_up(flow, None, 0, 0.0);
+    poll(flow, 0.0);
+    next(flow, 0.0);
+    assert_eq!(finished(flow, 0, 200, String::new(), 1.0), 0);
+    forwarded(
+        flow,
+        200,
+        "content-type\ntext/html\ncontent-length\n4096\n",
+        1.0,
+    );
+    let step = poll(flow, 1.0);
+    let f = fields(&step);
+    assert_eq!(&f[..3], ["W", "200", "0"], "{step}");
+    let (to_client, end) = headers_at(&f, 3);
+    assert_eq!(
+        value(&to_client, "content-encoding"),
+        Some("gzip"),
+        "{step}"
+    );
+    assert_eq!(value(&to_client, "content-length"), None, "{step}");
+    assert_eq!(value(&to_client, "vary"), Some("Accept-Encoding"), "{step}");
+    assert_eq!(f[end], "1", "stored: {step}");
+    let (stored, _) = headers_at(&f, end + 2);
+    assert_eq!(value(&stored, "content-encoding"), None, "{step}");
+    assert_eq!(value(&stored, "content-length"), Some("4096"), "{step}");
+    finish(flow, 200, 1.0);
+
+    // The stored entry, served to a client that accepts br: the `H` step's list says br.
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/cached/big",
+        "accept-encoding\nbr\n",
+        false,
+        0.0,
+        2.0,
+    );
+    assert!(poll(flow, 2.0).starts_with("L\n"));
+    let packed: String = stored.iter().map(|(n, v)| format!("{n}\n{v}\n")).collect();
+    looked_up(flow, Some(packed), 200, 2.0);
+    let step = poll(flow, 2.0);
+    let f = fields(&step);
+    assert_eq!(f[0], "H", "{step}");
+    let (to_client, _) = headers_at(&f, 3);
+    assert_eq!(value(&to_client, "content-encoding"), Some("br"), "{step}");
+    finish(flow, 200, 3.0);
 }
