@@ -303,6 +303,32 @@ fn every_rejection_names_its_json_path() {
             "listed twice",
         ),
         (
+            "a binding that is not a binding name",
+            Box::new(|v| set(v, "/origins/users/servers/0", json!({ "binding": "users-api" }))),
+            "$.origins.users.servers[0].binding",
+            "not a binding name",
+        ),
+        (
+            "a server with neither url nor binding",
+            Box::new(|v| set(v, "/origins/users/servers/0", json!({ "weight": 2 }))),
+            "$.origins.users.servers[0].url",
+            "needs a url, or a binding",
+        ),
+        (
+            "a binding server with an mTLS certificate",
+            Box::new(|v| {
+                set(v, "/origins/users/servers/0", json!({ "binding": "USERS", "mtls_certificate": "CERT" }))
+            }),
+            "$.origins.users.servers[0].mtls_certificate",
+            "cannot have an mTLS certificate",
+        ),
+        (
+            "a pool's mTLS certificate that is not a binding name",
+            Box::new(|v| set(v, "/origins/users/mtls_certificate", json!("my cert"))),
+            "$.origins.users.mtls_certificate",
+            "not a binding name",
+        ),
+        (
             "a secret in a response header",
             Box::new(|v| {
                 set(v, "/routes/0/response_headers", json!({ "set": { "x-a": "{secret.KEY}" } }))

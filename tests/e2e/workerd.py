@@ -169,6 +169,8 @@ class Workerd(LocalRuntime):
         config_json: Optional[str],
         *,
         text_bindings: Optional[Mapping[str, str]] = None,
+        service_bindings: Optional[Mapping[str, str]] = None,
+        mtls_bindings: Optional[Mapping[str, Mapping[str, str]]] = None,
         build_dir: Path | str = BUILD_DIR,
         compatibility_date: Optional[str] = None,
         compatibility_flags: Iterable[str] = (),
@@ -178,6 +180,13 @@ class Workerd(LocalRuntime):
     ) -> None:
         self.config_json = config_json
         self.text_bindings = dict(text_bindings or {})
+        # Fetcher bindings to a plain HTTP server ("127.0.0.1:PORT"): a service binding, as a
+        # Workers VPC service or another Worker would be.
+        self.service_bindings = dict(service_bindings or {})
+        # Fetcher bindings that connect with TLS and a client certificate, as an mTLS
+        # certificate binding does: name -> {"address", "cert", "key", "ca", "host"} (PEM text;
+        # `host`: the name the server's certificate must carry).
+        self.mtls_bindings = dict(mtls_bindings or {})
         if CONFIG_BINDING in self.text_bindings:
             raise ValueError(f"pass {CONFIG_BINDING} as config_json, not in text_bindings")
         self.build_dir = Path(build_dir)
@@ -283,6 +292,18 @@ class Workerd(LocalRuntime):
             (self.dir / fname).write_text(value, encoding="utf-8")
             bindings.append(f"(name = {_capnp_str(name)}, text = embed {_capnp_str(fname)})")
 
+        services = []
+        for i, (name, address) in enumerate(sorted(self.service_bindings.items())):
+            services.append(f'(name = "svc-{i}", external = (address = {_capnp_str(address)}, http = ()))')
+            bindings.append(f'(name = {_capnp_str(name)}, service = "svc-{i}")')
+        for i, (name, m) in enumerate(sorted(self.mtls_bindings.items())):
+            tls = (f"tlsOptions = (keypair = (privateKey = {_capnp_str(m['key'])}, "
+                   f"certificateChain = {_capnp_str(m['cert'])}), trustedCertificates = [{_capnp_str(m['ca'])}])")
+            services.append(f'(name = "mtls-{i}", external = (address = {_capnp_str(m["address"])}, '
+                            f'https = (options = (), {tls}, certificateHost = {_capnp_str(m["host"])})))')
+            bindings.append(f'(name = {_capnp_str(name)}, service = "mtls-{i}")')
+        extra_services = "".join(f"\n    {s}," for s in services)
+
         flags = ", ".join(_capnp_str(f) for f in self.compatibility_flags)
         modules = ",\n    ".join(self._modules(bundle_dir))
         date = _capnp_str(self.compatibility_date)
@@ -293,7 +314,7 @@ const config :Workerd.Config = (
   services = [
     (name = "main", worker = .gateway),
     (name = "outbound", network = (allow = ["public", "private", "local"])),
-    (name = "cache", worker = .cache),
+    (name = "cache", worker = .cache),{extra_services}
   ],
   sockets = [
     (name = "http", address = "127.0.0.1:0", http = (), service = "main"),

@@ -91,7 +91,7 @@ function countedBody(stream, max, abort) {
 /// Step `F`: the attempts the core plans, each under its timeout until the response headers
 /// arrive (then the body streams without one). Returns the response the core said to serve,
 /// after handing its head to the core; null when the attempts gave up (the core knows why).
-async function forward(flow, f, request) {
+async function forward(flow, f, request, env) {
   const plan = f[1];
   const method = f[3];
   const [headers] = headersAt(f, 4);
@@ -114,9 +114,15 @@ async function forward(flow, f, request) {
   for (;;) {
     const next = core.next(flow, Date.now());
     if (next === "") return null;
-    const cut = next.lastIndexOf("\n");
-    const url = next.slice(0, cut);
-    const timeoutMs = Number(next.slice(cut + 1));
+    const [url, timeout, via] = next.split("\n");
+    const timeoutMs = Number(timeout);
+    // A server behind a binding (a service, a VPC service, an mTLS certificate) is fetched
+    // through it.
+    const fetcher = via === "" ? globalThis : env[via];
+    if (typeof fetcher?.fetch !== "function") {
+      core.unbound(flow, via, Date.now());
+      return null;
+    }
     const controller = counted?.abort ?? new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -127,7 +133,7 @@ async function forward(flow, f, request) {
     let outcome = 0;
     let detail = "";
     try {
-      response = await fetch(url, { method, headers, body, redirect: "manual", signal: controller.signal });
+      response = await fetcher.fetch(url, { method, headers, body, redirect: "manual", signal: controller.signal });
     } catch (e) {
       outcome = timedOut ? 2 : 1;
       detail = message(e);
@@ -148,12 +154,12 @@ async function forward(flow, f, request) {
 }
 
 /// A stale entry's refresh, in the background: forward again, store what the core says to.
-async function refresh(flow, request) {
+async function refresh(flow, request, env) {
   try {
     let origin = null;
     for (;;) {
       const f = core.poll(flow, Date.now()).split("\n");
-      if (f[0] === "F") origin = await forward(flow, f, request);
+      if (f[0] === "F") origin = await forward(flow, f, request, env);
       else if (f[0] === "C" && origin !== null) {
         const [headers] = headersAt(f, 3);
         await cachePut(f[2], new Response(origin.body, { status: Number(f[1]), headers }));
@@ -227,14 +233,14 @@ async function handle(request, env, ctx) {
           core.looked_up(flow, stored === null ? undefined : pack(stored.headers), stored?.status ?? 0, Date.now());
           break;
         case "F":
-          origin = await forward(flow, f, request);
+          origin = await forward(flow, f, request, env);
           break;
         case "H": {
           const [headers] = headersAt(f, 3);
           origin?.body?.cancel(); // after a failed forward (stale-if-error): the origin's 5xx is not served
           if (f[2] === "1") {
             const again = core.refresh(flow);
-            if (again !== 0) ctx.waitUntil(refresh(again, request));
+            if (again !== 0) ctx.waitUntil(refresh(again, request, env));
           }
           try {
             response = new Response(f[1] === "1" ? null : stored.body, { status: stored.status, headers });

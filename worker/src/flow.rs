@@ -24,7 +24,7 @@
 //! | `O` SSO path, `U` authenticate, `M` mint | — | [`perform`] |
 //! | `R` rate limit | binding, key | [`limited`] |
 //! | `L` lookup | cache key | [`looked_up`] |
-//! | `F` forward | body plan (`N` none, `S` stream, `C` counted, `R` replay), limit, method, headers | [`next`] and [`finished`] per attempt, then [`forwarded`] (or [`unreadable_body`]) |
+//! | `F` forward | body plan (`N` none, `S` stream, `C` counted, `R` replay), limit, method, headers | [`next`] and [`finished`] per attempt, then [`forwarded`] (or [`unreadable_body`], [`unbound`]) |
 //! | `H` serve stored | HEAD (`0`/`1`), refresh (`0`/`1`), headers | [`refresh`] when asked, then [`finish`] |
 //! | `W` respond | status, null body (`0`/`1`), headers, store (`0`/`1`), key, stored headers | [`finish`], or [`unbuildable`] |
 //! | `C` store (refresh) | status, key, headers | [`end`] |
@@ -472,8 +472,9 @@ fn forwarding<'f>(
     }
 }
 
-/// The next attempt of step `F`: `url\ntimeout_ms`, or empty when the attempts are over (the
-/// flow's next step says what follows).
+/// The next attempt of step `F`: `url\ntimeout_ms\nbinding` (`binding`: the Worker binding
+/// whose `fetch` sends it, empty for the global `fetch`), or empty when the attempts are over
+/// (the flow's next step says what follows).
 #[wasm_bindgen]
 pub fn next(handle: u32, now: f64) -> String {
     with(handle, |isolate, flow| {
@@ -486,7 +487,9 @@ pub fn next(handle: u32, now: f64) -> String {
         let origin = &gateway.config.origins[plan.origin];
         match machine.next(origin, now_ms(now)) {
             Next::Send { server, timeout_ms } => {
-                format!("{}\n{timeout_ms}", plan.url_for(&origin.servers[server]))
+                let server = &origin.servers[server];
+                let via = server.fetcher().unwrap_or("");
+                format!("{}\n{timeout_ms}\n{via}", plan.url_for(server))
             }
             Next::GiveUp { error, detail } => {
                 let log = std::mem::take(&mut machine.log);
@@ -600,6 +603,23 @@ pub fn looked_up(handle: u32, headers: Option<String>, status: u16, now: f64) {
         if let Some(ex) = exchange(flow) {
             let list = headers.as_deref().map(unpack);
             ex.looked_up(list.as_deref().map(|l| (status, l)), now_ms(now))
+        }
+    })
+}
+
+/// During step `F`, when the binding [`next`] named is not bound (or has no `fetch`): 500
+/// `config_invalid`, the binding named in the log; no further attempt.
+#[wasm_bindgen]
+pub fn unbound(handle: u32, binding: String, now: f64) {
+    with(handle, |_, flow| {
+        let log = flow.attempts.take().map(|m| m.log).unwrap_or_default();
+        match &mut flow.kind {
+            Kind::Exchange(ex) => {
+                let detail = format!("binding {binding} is not bound (or has no fetch)");
+                ex.forwarded(Err((GatewayError::ConfigInvalid, detail)), log, now_ms(now))
+            }
+            Kind::Refresh { done, .. } => *done = true,
+            Kind::Broken { .. } => {}
         }
     })
 }

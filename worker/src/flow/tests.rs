@@ -80,16 +80,13 @@ fn a_public_request_forwards_retries_and_answers_in_text() {
 
     // The first server refuses the connection: the core asks for the next one.
     let first = next(flow, 1000.0);
-    let (url, timeout) = first.rsplit_once('\n').expect("url and timeout");
+    let f = fields(&first);
+    let (url, timeout, via) = (f[0], f[1], f[2]);
     assert!(url.ends_with("/base/users/7?q=1"), "{first}");
-    assert_eq!(timeout, "2000");
+    assert_eq!((timeout, via), ("2000", ""), "the global fetch: {first}");
     assert_eq!(finished(flow, 1, 0, "connection refused".into(), 1001.0), 2);
     let second = next(flow, 1001.0);
-    assert_ne!(
-        second.rsplit_once('\n').unwrap().0,
-        url,
-        "another server: {second}"
-    );
+    assert_ne!(fields(&second)[0], url, "another server: {second}");
     assert_eq!(finished(flow, 0, 200, String::new(), 1002.0), 0);
     forwarded(
         flow,
@@ -336,4 +333,81 @@ fn a_compressed_response_carries_its_coding_in_the_header_list_and_the_entry_sta
     let (to_client, _) = headers_at(&f, 3);
     assert_eq!(value(&to_client, "content-encoding"), Some("br"), "{step}");
     finish(flow, 200, 3.0);
+}
+
+#[test]
+fn binding_servers_name_their_binding_and_an_unbound_one_is_config_invalid() {
+    with_isolate(
+        r#"{
+      "origins": { "api": { "servers": [
+          { "binding": "USERS_API" },
+          { "binding": "USERS_VPC", "url": "http://users.internal/v1" },
+          { "url": "https://10.0.0.3", "mtls_certificate": "ORIGIN_CERT" } ] } },
+      "routes": [{ "name": "r", "path": "/r/{*rest}", "origin": "api" }]
+    }"#,
+    );
+    let flow = start(
+        "GET",
+        "https://api.example.com/r/a?b=1",
+        "",
+        false,
+        0.0,
+        0.0,
+    );
+    assert!(poll(flow, 0.0).starts_with("F\n"));
+    let mut seen = Vec::new();
+    for now in [1.0, 2.0, 3.0] {
+        let step = next(flow, now);
+        let f = fields(&step);
+        seen.push((f[0].to_string(), f[2].to_string()));
+        assert_eq!(finished(flow, 1, 0, "refused".into(), now), 2);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "http://users.internal/v1/r/a?b=1".to_string(),
+                "USERS_VPC".to_string()
+            ),
+            (
+                "https://10.0.0.3/r/a?b=1".to_string(),
+                "ORIGIN_CERT".to_string()
+            ),
+            (
+                "https://users-api.binding.invalid/r/a?b=1".to_string(),
+                "USERS_API".to_string()
+            ),
+        ]
+    );
+    assert_eq!(next(flow, 4.0), "", "every server tried");
+    assert!(poll(flow, 4.0).starts_with("A\n502\n"));
+    let log: serde_json::Value = serde_json::from_str(&finish(flow, 502, 1.0)).unwrap();
+    let addresses: Vec<&str> = log["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["address"].as_str().unwrap())
+        .collect();
+    assert!(addresses.contains(&"binding:USERS_API"), "{log}");
+    assert!(
+        addresses.contains(&"binding:USERS_VPC"),
+        "the log names the binding: {log}"
+    );
+    assert!(!log.to_string().contains("users.internal"), "{log}");
+
+    // The driver finds no such binding: 500, named in the log, no further attempt.
+    let flow = start("GET", "https://api.example.com/r/a", "", false, 0.0, 0.0);
+    poll(flow, 0.0);
+    next(flow, 0.0);
+    unbound(flow, "USERS_API".into(), 0.0);
+    assert_eq!(next(flow, 0.0), "");
+    let step = poll(flow, 0.0);
+    assert!(step.starts_with("A\n500\n"), "{step}");
+    let log: serde_json::Value = serde_json::from_str(&finish(flow, 500, 1.0)).unwrap();
+    assert_eq!(log["error"], "config_invalid");
+    assert!(
+        log["detail"].as_str().unwrap().contains("USERS_API"),
+        "{log}"
+    );
 }
