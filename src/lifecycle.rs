@@ -31,6 +31,7 @@ use crate::log::{Attempt, AuthLog, LogLine};
 use crate::policy::Limited;
 use crate::request::Head;
 use crate::sso::SsoRequest;
+use crate::upstream::SUBREQUEST_LIMIT;
 
 /// A response the gateway makes itself: status, headers, text body, and what the log says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +247,9 @@ pub struct Exchange<'g> {
     cache_reason: Option<&'static str>,
     /// `websocket` for a WebSocket handshake.
     upgrade: Option<&'static str>,
+    /// Subrequests the request has made before forwarding: the cache lookup, and what the
+    /// driver reports for its own steps ([`Exchange::spent`]).
+    subrequests: u32,
     /// Whether refusals are pages for browsers (routes of an `sso` entry).
     html_errors: bool,
     accept: Option<String>,
@@ -287,6 +291,7 @@ impl<'g> Exchange<'g> {
             cache: None,
             cache_reason: None,
             upgrade: None,
+            subrequests: 0,
             html_errors: false,
             accept: None,
             is_cached: Box::new(is_cached),
@@ -334,6 +339,24 @@ impl<'g> Exchange<'g> {
     /// The request's id.
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// The driver's own steps (fetching keys, discovery, tokens; their cache reads) made `n`
+    /// subrequests.
+    pub fn spent(&mut self, n: u32) {
+        self.subrequests = self.subrequests.saturating_add(n);
+    }
+
+    /// The subrequests the platform still allows this request for origin attempts
+    /// ([`SUBREQUEST_LIMIT`] less what it made, and less one for the cache store a route with a
+    /// cache may still make after answering).
+    pub fn subrequests_left(&self) -> u32 {
+        let store = self
+            .plan()
+            .is_some_and(|p| matches!(p.cache, Some(CacheStep::Lookup { .. })));
+        SUBREQUEST_LIMIT
+            .saturating_sub(self.subrequests)
+            .saturating_sub(u32::from(store))
     }
 
     /// The next step. Call it again after giving each step's result.
@@ -538,6 +561,7 @@ impl<'g> Exchange<'g> {
 
     /// The result of [`Step::Purge`].
     pub fn purged(&mut self, purged: bool) {
+        self.subrequests += 1;
         let body =
             serde_json::json!({ "purged": purged, "request_id": self.request_id }).to_string();
         self.state = State::Answered(Answer {
@@ -653,6 +677,7 @@ impl<'g> Exchange<'g> {
                 return;
             }
         };
+        self.subrequests += 1;
         let used = stored
             .and_then(|(status, headers)| self.gateway.stored_use(&plan, status, headers, now_ms));
         self.state = match used {

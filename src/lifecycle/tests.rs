@@ -880,3 +880,36 @@ fn a_cached_route_stores_the_identity_body_and_compresses_per_client() {
         );
     }
 }
+
+#[test]
+fn the_subrequest_budget_counts_the_cache_and_the_drivers_own_steps() {
+    let g = gateway();
+    let headers: HeaderList = Vec::new();
+    let incoming = |url| Incoming {
+        method: "GET",
+        url,
+        headers: &headers,
+    };
+    // A public route: the whole budget.
+    let mut ex = Exchange::new(
+        &g,
+        &incoming("https://api.example.com/pub"),
+        "rid",
+        |_, _| false,
+    );
+    assert!(matches!(ex.poll(), Step::Forward(_)));
+    assert_eq!(ex.subrequests_left(), SUBREQUEST_LIMIT);
+    // A cached route: the lookup, and one kept for the store after answering.
+    let mut ex = Exchange::new(&g, &incoming("https://api.example.com/c"), "rid", |_, _| {
+        false
+    });
+    assert!(matches!(ex.poll(), Step::Lookup { .. }));
+    ex.looked_up(None, 1_000);
+    assert!(matches!(ex.poll(), Step::Forward(_)));
+    assert_eq!(ex.subrequests_left(), SUBREQUEST_LIMIT - 2);
+    // What the driver's own steps made (keys, discovery) is subtracted too, never below 0.
+    ex.spent(5);
+    assert_eq!(ex.subrequests_left(), SUBREQUEST_LIMIT - 7);
+    ex.spent(u32::MAX);
+    assert_eq!(ex.subrequests_left(), 0);
+}

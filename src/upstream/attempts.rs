@@ -140,7 +140,14 @@ impl Attempts {
             deadline_ms: now_ms + u64::from(origin.deadline_ms),
             body,
             current: None,
-            last: (Failure::Connect, String::from("no server was tried")),
+            last: (
+                Failure::Connect,
+                String::from(if req.subrequests_left == 0 {
+                    "no server was tried: the request's subrequest budget is spent"
+                } else {
+                    "no server was tried"
+                }),
+            ),
             over_limit: false,
             log: Vec::new(),
         }

@@ -204,6 +204,7 @@ impl AuthCache {
     ) -> Result<(KeySet, f64), String> {
         let cache = default_cache();
         if let Some(cache) = cache.as_ref().filter(|_| !bypass_cache) {
+            count_subrequest();
             if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
                 if let Ok(resp) = hit.dyn_into::<Response>() {
                     let until = resp
@@ -638,8 +639,25 @@ fn max_age_ms(cc: &str) -> Option<f64> {
     out
 }
 
+thread_local! {
+    /// Subrequests (fetches and cache operations) the Rust steps of this isolate have made.
+    static SUBREQUESTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn count_subrequest() {
+    SUBREQUESTS.with(|n| n.set(n.get().wrapping_add(1)));
+}
+
+/// Subrequests the Rust steps of this isolate have made so far: the difference over a step is
+/// at least what that step made (with requests interleaved, it may include another's: an
+/// overcount, which leaves the budget safe).
+pub(crate) fn subrequests_made() -> u32 {
+    SUBREQUESTS.with(|n| n.get())
+}
+
 /// A subrequest bounded by `timeout_ms` until its response headers arrive.
 pub(crate) async fn fetch_timed(request: &Request, timeout_ms: u64) -> Result<Response, String> {
+    count_subrequest();
     let fetch = JsFuture::from(fetch_request(request));
     let timer = Delay::from(Duration::from_millis(timeout_ms));
     match select(fetch, timer).await {
@@ -676,6 +694,7 @@ async fn store_in_cache(cache: &web_sys::Cache, url: &str, text: &str, ttl: f64,
         init.set_headers(h);
     }
     if let Ok(resp) = Response::new_with_opt_str_and_init(Some(text), &init) {
+        count_subrequest();
         let _ = JsFuture::from(cache.put_with_str(url, &resp)).await;
     }
 }

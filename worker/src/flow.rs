@@ -47,7 +47,7 @@ use portcullis::log::LogLine;
 use portcullis::policy::Limited;
 use portcullis::request_id::RequestIds;
 use portcullis::upstream::attempts::{self, Attempts, BodyPlan, Next, Sent, Verdict};
-use portcullis::upstream::{PoolState, SUBREQUEST_LIMIT};
+use portcullis::upstream::PoolState;
 use portcullis::{Config, GatewayError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -182,6 +182,8 @@ enum Kind {
         key: String,
         store: Option<(u16, String, HeaderList)>,
         done: bool,
+        /// What is left of the request's subrequest budget (a refresh runs in its `waitUntil`).
+        subrequests_left: u32,
     },
 }
 
@@ -349,7 +351,11 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
     let ex = match kind {
         Kind::Broken { answer, .. } => return pack_answer(answer),
         Kind::Refresh {
-            plan, store, done, ..
+            plan,
+            store,
+            done,
+            subrequests_left,
+            ..
         } => {
             if let Some((status, key, headers)) = store {
                 let mut out = format!("C\n{status}\n{key}");
@@ -359,7 +365,15 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
             if *done {
                 return "X".to_string();
             }
-            return forward_step(isolate, attempts, plan, *has_body, *random, now);
+            return forward_step(
+                isolate,
+                attempts,
+                plan,
+                *has_body,
+                *random,
+                *subrequests_left,
+                now,
+            );
         }
         Kind::Exchange(ex) => ex,
     };
@@ -382,6 +396,7 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
             _ => break,
         }
     }
+    let left = ex.subrequests_left();
     match ex.poll() {
         Step::Answer(answer) => pack_answer(answer),
         Step::AdminSecret(name) => format!("S\n{name}"),
@@ -390,7 +405,7 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
         Step::Authenticate { .. } | Step::Mint { .. } => unreachable!("settled above"),
         Step::RateLimit { binding, key } => format!("R\n{binding}\n{key}"),
         Step::Lookup { key } => format!("L\n{key}"),
-        Step::Forward(plan) => forward_step(isolate, attempts, plan, *has_body, *random, now),
+        Step::Forward(plan) => forward_step(isolate, attempts, plan, *has_body, *random, left, now),
         Step::ServeStored {
             headers,
             refresh,
@@ -423,12 +438,14 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
 }
 
 /// Step `F`: starts the attempts machine for `plan` (once) and says how to send the body.
+#[allow(clippy::too_many_arguments)]
 fn forward_step(
     isolate: &Isolate,
     attempts: &mut Option<Attempts>,
     plan: &ForwardPlan,
     has_body: bool,
     random: u64,
+    subrequests_left: u32,
     now: u64,
 ) -> String {
     let gateway = isolate
@@ -442,7 +459,7 @@ fn forward_step(
             has_body,
             content_length: content_length(&plan.headers),
             max_body_bytes: plan.max_body_bytes,
-            subrequests_left: SUBREQUEST_LIMIT,
+            subrequests_left,
         };
         let origin = &gateway.config.origins[plan.origin];
         let pool = &mut isolate.pools.borrow_mut()[plan.origin];
@@ -656,10 +673,13 @@ pub fn unbuildable(handle: u32, detail: String) {
 #[wasm_bindgen]
 pub fn refresh(handle: u32) -> u32 {
     let parent = with(handle, |_, flow| {
-        let plan = exchange(flow).and_then(|ex| ex.plan()).cloned();
-        plan.map(|p| (Box::new(p), flow.random))
+        let random = flow.random;
+        let ex = exchange(flow)?;
+        // The stored entry's body still streams to the client: one cache read already spent.
+        let left = ex.subrequests_left();
+        ex.plan().cloned().map(|p| (Box::new(p), random, left))
     });
-    let (Some(isolate), Some((plan, random))) = (isolate(), parent) else {
+    let (Some(isolate), Some((plan, random, subrequests_left))) = (isolate(), parent) else {
         return 0;
     };
     let Some(CacheStep::Lookup { key }) = &plan.cache else {
@@ -678,6 +698,7 @@ pub fn refresh(handle: u32) -> u32 {
             key,
             store: None,
             done: false,
+            subrequests_left,
         },
         attempts: None,
         has_body: false,
@@ -756,6 +777,19 @@ async fn perform_step(isolate: &'static Isolate, exchange: &mut Exchange<'static
     };
     let now = js_sys::Date::now();
     let request_id = exchange.request_id().to_string();
+    let before = crate::auth::subrequests_made();
+    perform_io(isolate, gateway, exchange, env, now, &request_id).await;
+    exchange.spent(crate::auth::subrequests_made().wrapping_sub(before));
+}
+
+async fn perform_io(
+    isolate: &'static Isolate,
+    gateway: &'static Gateway,
+    exchange: &mut Exchange<'static>,
+    env: &Env,
+    now: f64,
+    request_id: &str,
+) {
     match exchange.poll() {
         Step::Sso { request: sso, head } => {
             let answer = isolate
@@ -767,7 +801,7 @@ async fn perform_step(isolate: &'static Isolate, exchange: &mut Exchange<'static
                     &head.url,
                     &head.headers,
                     env,
-                    &request_id,
+                    request_id,
                 )
                 .await;
             exchange.answered(answer);
@@ -790,7 +824,7 @@ async fn perform_step(isolate: &'static Isolate, exchange: &mut Exchange<'static
                                 Ok(answer) => answer,
                                 Err(r) => Answer::error(
                                     &r.error,
-                                    &request_id,
+                                    request_id,
                                     accept.as_deref(),
                                     Vec::new(),
                                     r.detail,

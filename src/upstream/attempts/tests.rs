@@ -367,4 +367,17 @@ fn body_plans_and_the_attempts_they_allow() {
         ..GET
     };
     assert_eq!(Attempts::start(&o, &mut pool, &tight, 0, 0).allowed(), 2);
+    // A spent budget: no attempt, and the log says why.
+    let spent = Request {
+        subrequests_left: 0,
+        ..GET
+    };
+    let mut a = Attempts::start(&o, &mut pool, &spent, 0, 0);
+    match a.next(&o, 0) {
+        Next::GiveUp { error, detail } => {
+            assert_eq!(error, GatewayError::OriginUnavailable);
+            assert!(detail.contains("subrequest budget"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
