@@ -97,6 +97,39 @@ struct ServerState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolState {
     servers: Vec<ServerState>,
+    /// Each server's key in the location's shared store ([`health_key`]).
+    keys: Vec<String>,
+    /// Until when (ms) another isolate of this location has the server ejected (0: not).
+    peer_until: Vec<u64>,
+    /// What this isolate has to tell the others (ejections, returns), oldest first.
+    notices: Vec<Notice>,
+    /// When this isolate last read the others' word on the pool's servers (ms; 0: never).
+    last_read_ms: u64,
+}
+
+/// How often (ms) an isolate reads the location's shared word on a pool's servers, off the
+/// request path: a new isolate may send a server that another isolate ejected a live attempt for
+/// at most this long (and during its first read).
+pub const HEALTH_READ_MS: u64 = 5_000;
+
+/// What an isolate publishes to the other isolates of its location about one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The server is ejected until `until_ms`: an entry under `key` that expires then.
+    Ejected { key: String, until_ms: u64 },
+    /// The server answered again: the entry under `key` is deleted.
+    Returned { key: String },
+}
+
+/// A server's key in the location's shared store (the Cache API): a URL that names no address
+/// (the `.invalid` top-level domain), unique to the pool's name and the server's URL or binding.
+pub fn health_key(origin: &str, server: &Server) -> String {
+    let id = stable_hash(&[
+        origin.as_bytes(),
+        server.log_name().as_bytes(),
+        server.base.as_bytes(),
+    ]);
+    format!("https://health.portcullis.invalid/v1/{id:016x}")
 }
 
 /// A 64-bit hash that is the same on every platform and every run (FNV-1a, then a finalizer).
@@ -131,13 +164,61 @@ impl PoolState {
     pub fn new(origin: &Origin) -> Self {
         PoolState {
             servers: vec![ServerState::default(); origin.servers.len()],
+            keys: origin
+                .servers
+                .iter()
+                .map(|s| health_key(&origin.name, s))
+                .collect(),
+            peer_until: vec![0; origin.servers.len()],
+            notices: Vec::new(),
+            last_read_ms: 0,
         }
     }
 
     fn is_ejected(&self, i: usize, now_ms: u64) -> bool {
-        self.servers[i]
-            .ejected_until
-            .is_some_and(|until| now_ms < until)
+        now_ms < self.peer_until[i]
+            || self.servers[i]
+                .ejected_until
+                .is_some_and(|until| now_ms < until)
+    }
+
+    /// Queues a notice; bounded, the oldest dropped (a later notice of a server supersedes it).
+    fn notify(&mut self, notice: Notice) {
+        if self.notices.len() >= 64 {
+            self.notices.remove(0);
+        }
+        self.notices.push(notice);
+    }
+
+    /// What this isolate has to publish, taken (the driver writes it in the background).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// The keys to read now, when the last read is [`HEALTH_READ_MS`] old (a pool of one
+    /// server has nothing to skip to, and reads nothing).
+    pub fn reads_due(&mut self, now_ms: u64) -> Option<&[String]> {
+        let due = self.keys.len() > 1
+            && (self.last_read_ms == 0
+                || now_ms.saturating_sub(self.last_read_ms) >= HEALTH_READ_MS);
+        if !due {
+            return None;
+        }
+        self.last_read_ms = now_ms.max(1);
+        Some(&self.keys)
+    }
+
+    /// What another isolate says of the server under `key`: ejected until `until_ms` (0 or a
+    /// past time: not ejected). Whether the key is one of this pool's.
+    pub fn learned(&mut self, key: &str, until_ms: u64) -> bool {
+        let Some(i) = self.keys.iter().position(|k| k == key) else {
+            return false;
+        };
+        self.peer_until[i] = until_ms;
+        if until_ms > 0 && self.servers[i].ejected_until.is_none() {
+            self.servers[i].ejected_at = until_ms;
+        }
+        true
     }
 
     /// The servers to try for one request, best first. `hash_key` is the request's value of the
@@ -234,9 +315,16 @@ impl PoolState {
     /// Records a usable response from server `i`: its failure count and ejection backoff reset.
     pub fn record_success(&mut self, i: usize) {
         let s = &mut self.servers[i];
+        let was_ejected = s.ejections > 0 || self.peer_until[i] > 0;
         s.failures = 0;
         s.ejections = 0;
         s.ejected_until = None;
+        if was_ejected {
+            // Back: the other isolates hear it too.
+            self.peer_until[i] = 0;
+            let key = self.keys[i].clone();
+            self.notify(Notice::Returned { key });
+        }
     }
 
     /// Records a failure of server `i`; returns the ejection time when this failure ejects it.
@@ -256,6 +344,11 @@ impl PoolState {
         s.ejections += 1;
         s.ejected_at = now_ms;
         s.ejected_until = Some(now_ms + duration);
+        let key = self.keys[i].clone();
+        self.notify(Notice::Ejected {
+            key,
+            until_ms: now_ms + duration,
+        });
         Some(duration)
     }
 

@@ -267,3 +267,57 @@ fn budget_arithmetic() {
         "not idempotent"
     );
 }
+
+#[test]
+fn ejections_and_returns_are_told_and_the_others_word_is_heeded() {
+    let o = origin(
+        urls(3),
+        serde_json::json!({ "eject": { "after_failures": 1, "for_ms": 1000 } }),
+    );
+    let mut a = PoolState::new(&o);
+    let mut b = PoolState::new(&o);
+    let key = health_key("o", &o.servers[2]);
+    assert!(key.starts_with("https://health.portcullis.invalid/v1/"));
+    assert_ne!(key, health_key("o", &o.servers[1]));
+    assert_ne!(
+        key,
+        health_key("other", &o.servers[2]),
+        "another pool's server is another key"
+    );
+    // A failure that ejects is told once, with its end.
+    assert_eq!(a.record_failure(2, &o.eject, 10_000), Some(1000));
+    assert_eq!(
+        a.take_notices(),
+        [Notice::Ejected {
+            key: key.clone(),
+            until_ms: 11_000
+        }]
+    );
+    assert!(a.take_notices().is_empty());
+    // The other isolate reads on its first request, then every HEALTH_READ_MS, never between.
+    assert_eq!(b.reads_due(10_000).map(<[_]>::len), Some(3));
+    assert!(b.reads_due(10_000 + HEALTH_READ_MS - 1).is_none());
+    assert!(b.reads_due(10_000 + HEALTH_READ_MS).is_some());
+    // What it reads: the server is last in its order until the ejection ends, as if its own.
+    assert!(b.learned(&key, 11_000));
+    assert!(
+        !b.learned("https://health.portcullis.invalid/v1/0", 11_000),
+        "not this pool's"
+    );
+    for _ in 0..6 {
+        assert_eq!(b.candidates(&o, None, 10_500, 0).last(), Some(&2));
+    }
+    assert!(
+        !b.ejected(2, 11_000),
+        "the peer's ejection ends when it said"
+    );
+    // A server the isolate knew to be ejected answers: its return is told.
+    b.record_success(2);
+    assert_eq!(b.take_notices(), [Notice::Returned { key: key.clone() }]);
+    // A success of a server never ejected tells nothing.
+    b.record_success(1);
+    assert!(b.take_notices().is_empty());
+    // One server: nothing to skip to, nothing read.
+    let single = origin(urls(1), serde_json::json!({}));
+    assert!(PoolState::new(&single).reads_due(1).is_none());
+}

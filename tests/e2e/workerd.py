@@ -171,6 +171,7 @@ class Workerd(LocalRuntime):
         text_bindings: Optional[Mapping[str, str]] = None,
         service_bindings: Optional[Mapping[str, str]] = None,
         mtls_bindings: Optional[Mapping[str, Mapping[str, str]]] = None,
+        instances: int = 1,
         build_dir: Path | str = BUILD_DIR,
         compatibility_date: Optional[str] = None,
         compatibility_flags: Iterable[str] = (),
@@ -187,6 +188,10 @@ class Workerd(LocalRuntime):
         # certificate binding does: name -> {"address", "cert", "key", "ca", "host"} (PEM text;
         # `host`: the name the server's certificate must carry).
         self.mtls_bindings = dict(mtls_bindings or {})
+        # Isolates of the same Worker in one process, each on its own port, sharing the cache
+        # service as the isolates of one Cloudflare location share its cache.
+        self.instances = instances
+        self.ports: list[int] = []
         if CONFIG_BINDING in self.text_bindings:
             raise ValueError(f"pass {CONFIG_BINDING} as config_json, not in text_bindings")
         self.build_dir = Path(build_dir)
@@ -242,7 +247,8 @@ class Workerd(LocalRuntime):
             os.close(control_w)
             control_w = -1
             self._finalizer = weakref.finalize(self, _kill, self.proc)
-            self.port = self._wait_for_listen(control_r)
+            self.ports = self._wait_for_listen(control_r)
+            self.port = self.ports[0]
             self._wait_for_port()
         except BaseException:
             self.stop()
@@ -303,6 +309,9 @@ class Workerd(LocalRuntime):
                             f'https = (options = (), {tls}, certificateHost = {_capnp_str(m["host"])})))')
             bindings.append(f'(name = {_capnp_str(name)}, service = "mtls-{i}")')
         extra_services = "".join(f"\n    {s}," for s in services)
+        more_services = "".join(f'\n    (name = "main-{i}", worker = .gateway),' for i in range(1, self.instances))
+        more_sockets = "".join(f'\n    (name = "http-{i}", address = "127.0.0.1:0", http = (), service = "main-{i}"),'
+                               for i in range(1, self.instances))
 
         flags = ", ".join(_capnp_str(f) for f in self.compatibility_flags)
         modules = ",\n    ".join(self._modules(bundle_dir))
@@ -314,10 +323,10 @@ const config :Workerd.Config = (
   services = [
     (name = "main", worker = .gateway),
     (name = "outbound", network = (allow = ["public", "private", "local"])),
-    (name = "cache", worker = .cache),{extra_services}
+    (name = "cache", worker = .cache),{extra_services}{more_services}
   ],
   sockets = [
-    (name = "http", address = "127.0.0.1:0", http = (), service = "main"),
+    (name = "http", address = "127.0.0.1:0", http = (), service = "main"),{more_sockets}
   ],
 );
 
@@ -354,12 +363,13 @@ const cache :Workerd.Worker = (
             + self._read(self._stdout_path)[-4000:]
         )
 
-    def _wait_for_listen(self, control_r: int) -> int:
+    def _wait_for_listen(self, control_r: int) -> list[int]:
         """workerd writes {"event":"listen","socket":"http","port":N} on the control fd once the
         socket listens."""
         assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
         buf = b""
+        ports: dict[str, int] = {}
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -376,8 +386,10 @@ const cache :Workerd.Worker = (
                         msg = json.loads(line)
                     except ValueError:
                         continue
-                    if msg.get("event") == "listen" and msg.get("socket") == "http":
-                        return int(msg["port"])
+                    if msg.get("event") == "listen" and msg.get("socket", "").startswith("http"):
+                        ports[msg["socket"]] = int(msg["port"])
+                        if len(ports) == self.instances:
+                            return [ports["http"]] + [ports[f"http-{i}"] for i in range(1, self.instances)]
             elif self.proc.poll() is not None:
                 raise self._failure("workerd exited during startup")
 

@@ -278,7 +278,34 @@ async function handle(request, env, ctx) {
     return internalError(e);
   }
   console.log(core.finish(flow, response.status, Date.now() - started));
+  const health = core.health(Date.now());
+  if (health !== "") ctx.waitUntil(shareHealth(health));
   return response;
+}
+
+/// Tells and reads the other isolates of this location which servers are ejected, through the
+/// Cache API, after answering (what to do is the core's: see `health` in flow.rs).
+async function shareHealth(lines) {
+  const cache = caches.default;
+  const reads = [];
+  for (const line of lines.split("\n")) {
+    const [op, key, until] = line.split(" ");
+    if (op === "P") {
+      const seconds = Math.max(1, Math.ceil((Number(until) - Date.now()) / 1000));
+      const entry = new Response("", {
+        headers: { "cache-control": `max-age=${seconds}`, "x-portcullis-ejected-until": until },
+      });
+      reads.push(cache.put(key, entry).catch(() => {}));
+    } else if (op === "D") {
+      reads.push(cache.delete(key).catch(() => false));
+    } else if (op === "R") {
+      reads.push(cache.match(key).then(
+        (r) => core.health_seen(key, Number(r?.headers.get("x-portcullis-ejected-until") ?? 0)),
+        () => {},
+      ));
+    }
+  }
+  await Promise.all(reads);
 }
 
 export default { fetch: handle };

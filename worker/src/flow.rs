@@ -47,7 +47,7 @@ use portcullis::log::LogLine;
 use portcullis::policy::Limited;
 use portcullis::request_id::RequestIds;
 use portcullis::upstream::attempts::{self, Attempts, BodyPlan, Next, Sent, Verdict};
-use portcullis::upstream::PoolState;
+use portcullis::upstream::{Notice, PoolState};
 use portcullis::{Config, GatewayError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -705,6 +705,50 @@ pub fn refresh(handle: u32) -> u32 {
         // The request's own random number: a refresh is that request's forward again.
         random,
     })
+}
+
+/// The location's shared word on servers, after a request: what this isolate publishes (`P key
+/// until_ms`: ejected until then; `D key`: back) and the keys it reads now (`R key`), one per
+/// line; empty when there is nothing to do (the usual case). The entry does it in `waitUntil`,
+/// through the Cache API, and gives each read's result to [`health_seen`].
+#[wasm_bindgen]
+pub fn health(now: f64) -> String {
+    let Some(isolate) = isolate() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for pool in isolate.pools.borrow_mut().iter_mut() {
+        for notice in pool.take_notices() {
+            match notice {
+                Notice::Ejected { key, until_ms } => {
+                    let _ = writeln!(out, "P {key} {until_ms}");
+                }
+                Notice::Returned { key } => {
+                    let _ = writeln!(out, "D {key}");
+                }
+            }
+        }
+        if let Some(keys) = pool.reads_due(now_ms(now)) {
+            for key in keys {
+                let _ = writeln!(out, "R {key}");
+            }
+        }
+    }
+    out
+}
+
+/// A read [`health`] asked for: the server under `key` is ejected until `until_ms` by another
+/// isolate (0: no entry).
+#[wasm_bindgen]
+pub fn health_seen(key: &str, until_ms: f64) {
+    if let Some(isolate) = isolate() {
+        let until = now_ms(until_ms);
+        for pool in isolate.pools.borrow_mut().iter_mut() {
+            if pool.learned(key, until) {
+                return;
+            }
+        }
+    }
 }
 
 /// Ends a flow without a log line (a refresh).

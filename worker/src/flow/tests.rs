@@ -411,3 +411,50 @@ fn binding_servers_name_their_binding_and_an_unbound_one_is_config_invalid() {
         "{log}"
     );
 }
+
+#[test]
+fn health_is_told_and_read_in_text_after_a_request() {
+    with_isolate(&CONFIG.replace(
+        r#""retry": { "attempts": 2 }"#,
+        r#""retry": { "attempts": 2 }, "eject": { "after_failures": 1 }"#,
+    ));
+    // The first request of an isolate starts a read of both servers' shared word.
+    let text = health(1000.0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines
+        .iter()
+        .all(|l| l.starts_with("R https://health.portcullis.invalid/v1/")));
+    assert_eq!(
+        health(1001.0),
+        "",
+        "nothing more until the next read is due"
+    );
+    // An ejection is published with its end.
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/users/1",
+        "",
+        false,
+        0.0,
+        2000.0,
+    );
+    poll(flow, 2000.0);
+    for now in [2000.0, 2001.0] {
+        next(flow, now);
+        finished(flow, 1, 0, "refused".into(), now);
+    }
+    next(flow, 2002.0);
+    poll(flow, 2002.0);
+    finish(flow, 502, 2.0);
+    let text = health(2003.0);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("P https://health.portcullis.invalid/v1/")),
+        "{text}"
+    );
+    // A peer's word is taken: a key of this isolate's pools, ejected until then.
+    let key = lines[0].strip_prefix("R ").unwrap();
+    health_seen(key, 99_999.0);
+    health_seen("https://health.portcullis.invalid/v1/none", 99_999.0);
+}
