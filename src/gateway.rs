@@ -768,13 +768,10 @@ impl Gateway {
                 cache::Freshness::Stale => ("STALE", true),
                 cache::Freshness::Expired => return None,
             };
-        let mut headers =
-            self.cached_response_headers(plan, stored, label, cache::age_s(stored_at, now_ms));
-        self.compression(plan, status, &mut headers);
         Some(StoredUse {
             label,
             refresh,
-            headers,
+            headers: self.stored_headers(plan, status, stored, label, stored_at, now_ms),
         })
     }
 
@@ -794,14 +791,28 @@ impl Gateway {
         if window_s == 0 || !cache::within(stored_at, ttl_s, window_s, now_ms) {
             return None;
         }
-        let mut headers =
-            self.cached_response_headers(plan, stored, "STALE", cache::age_s(stored_at, now_ms));
-        self.compression(plan, status, &mut headers);
         Some(StoredUse {
             label: "STALE",
             refresh: false,
-            headers,
+            headers: self.stored_headers(plan, status, stored, "STALE", stored_at, now_ms),
         })
+    }
+
+    /// The client's headers for a stored entry served with `label`, compressed as the client
+    /// accepts.
+    fn stored_headers(
+        &self,
+        plan: &ForwardPlan,
+        status: u16,
+        stored: &[(String, String)],
+        label: &str,
+        stored_at: u64,
+        now_ms: u64,
+    ) -> HeaderList {
+        let mut headers =
+            self.cached_response_headers(plan, stored, label, cache::age_s(stored_at, now_ms));
+        self.compression(plan, status, &mut headers);
+        headers
     }
 
     /// The headers a client gets for a stored entry: see [`cache::served_headers`]; CORS is

@@ -269,3 +269,17 @@ def by_runtime(gw, **expected):
     Both runtimes must be named, so that a difference is always stated, never implied."""
     assert set(expected) == set(RUNTIMES), f"name every runtime: {sorted(RUNTIMES)}"
     return expected[gw.runtime]
+
+
+def log_entries(runtime) -> list[dict]:
+    """The gateway's log lines so far (one JSON object per request, with `request_id`), parsed."""
+    out = []
+    for line in runtime.log_lines():
+        if "{" in line:
+            try:
+                entry = json.loads(line[line.index("{"):])
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and "request_id" in entry:
+                out.append(entry)
+    return out

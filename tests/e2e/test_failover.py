@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import send
+from conftest import log_entries, send
 from origin import Origin, big_body, free_port
 from workerd import Workerd
 
@@ -42,16 +42,6 @@ def served_by(reply) -> str:
     assert reply.status == 200, (reply.status, reply.body[:200])
     return reply.json()["server"]
 
-
-def log_entries(wd: Workerd) -> list[dict]:
-    out = []
-    for line in wd.log_lines():
-        if "{" in line:
-            try:
-                out.append(json.loads(line[line.index("{"):]))
-            except ValueError:
-                pass
-    return [e for e in out if "request_id" in e]
 
 
 def test_weights_3_to_1_give_about_3_to_1(three):

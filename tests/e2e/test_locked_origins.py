@@ -26,22 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import send
+from conftest import log_entries, send
 from origin import Origin, free_port
 from workerd import Workerd
 
-
-def log_entries(wd: Workerd) -> list[dict]:
-    out = []
-    for line in wd.log_lines():
-        if "{" in line:
-            try:
-                entry = json.loads(line[line.index("{"):])
-            except ValueError:
-                continue
-            if "request_id" in entry:
-                out.append(entry)
-    return out
 
 
 # --- binding servers --------------------------------------------------------------------------

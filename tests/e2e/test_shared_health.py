@@ -11,24 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import send
+from conftest import log_entries, send
 from origin import Origin, free_port
 from workerd import Workerd
 
 FIGURES = Path(__file__).resolve().parents[2] / "target" / "shared-health-figures.json"
 
-
-def log_by_id(wd: Workerd) -> dict[str, dict]:
-    out = {}
-    for line in wd.log_lines():
-        if "{" in line:
-            try:
-                entry = json.loads(line[line.index("{"):])
-            except ValueError:
-                continue
-            if "request_id" in entry:
-                out[entry["request_id"]] = entry
-    return out
 
 
 @pytest.fixture
@@ -55,7 +43,7 @@ def dead_attempts(wd: Workerd, base: str, n: int, dead: str) -> tuple[int, int]:
         errors += reply.status != 200
         ids.append(reply.header("x-request-id"))
     time.sleep(0.3)
-    logs = log_by_id(wd)
+    logs = {e["request_id"]: e for e in log_entries(wd)}
     return sum(1 for i in ids for a in logs[i]["attempts"] if a["address"] == dead), errors
 
 

@@ -10,24 +10,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import send, under_each_runtime
+from conftest import log_entries, send, under_each_runtime
 from origin import Origin, free_port
 from test_auth import ISS, SECRET, token
 from workerd import Workerd
 from ws_origin import MAX_MESSAGE, WsOrigin
 
-
-def log_entries(wd: Workerd) -> list[dict]:
-    out = []
-    for line in wd.log_lines():
-        if "{" in line:
-            try:
-                entry = json.loads(line[line.index("{"):])
-            except ValueError:
-                continue
-            if "request_id" in entry:
-                out.append(entry)
-    return out
 
 
 def ws_url(wd: Workerd, path: str) -> str:
