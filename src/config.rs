@@ -291,7 +291,11 @@ impl Config {
         let mut origins = Vec::with_capacity(raw.origins.len());
         for (name, origin) in &raw.origins {
             let at = key_path("$.origins", name);
-            origins.push(validate_origin(name, origin, &at, &mut problems));
+            let origin = validate_origin(name, origin, &at, &mut problems);
+            if minting.as_ref().is_some_and(|m| m.attest) {
+                crate::sso::mint::one_base_path(&origin, &at, &mut problems);
+            }
+            origins.push(origin);
         }
 
         let mut routes = Vec::with_capacity(raw.routes.len());
