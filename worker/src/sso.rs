@@ -572,14 +572,13 @@ impl SsoCache {
         let Some(minting) = gateway.config.minting.as_ref() else {
             return Some(None);
         };
-        let now = now_s();
-        let claims = minting.claims_for(identity, aud, bound, now);
-        let Some(claims) = claims else {
-            return Some(None);
-        };
         if bound.is_some() {
             return None;
         }
+        let now = now_s();
+        let Some(claims) = minting.claims_for(identity, aud, None, now) else {
+            return Some(None);
+        };
         let minted = self.minted.borrow();
         let (token, until) = minted.get(&Minting::reuse_key(&claims))?;
         (now < *until).then(|| Some(token.clone()))
