@@ -486,7 +486,9 @@ impl<'g> Exchange<'g> {
         }
     }
 
-    /// Phase 5: the origin request; the signed identity when there is one to sign.
+    /// Phase 5: the origin request; the signed identity when there is one to sign, and under
+    /// `identity.attest` the attestation of every forwarded request, bound to it (the path the
+    /// first server receives: the servers of a pool share one base path then).
     fn planned(&mut self, m: &Matched, head: &Head, identity: Option<Identity>) -> State {
         let plan = self
             .gateway

@@ -203,26 +203,6 @@ pub(crate) fn validate_minting(raw: &RawMinting, problems: &mut Problems) -> Opt
     })
 }
 
-/// With `attest`, every attempt of a request must reach the same path: the servers of a pool
-/// share one base path, so that the attestation's `htu` is what each of them receives.
-pub(crate) fn one_base_path(origin: &crate::upstream::Origin, at: &str, problems: &mut Problems) {
-    let Some(first) = origin.servers.first() else {
-        return;
-    };
-    for (i, server) in origin.servers.iter().enumerate().skip(1) {
-        if server.base_path != first.base_path {
-            problems.add(
-                format!("{at}.servers[{i}].url"),
-                format!(
-                    "base path \"{}\" differs from the first server's \"{}\"",
-                    server.base_path, first.base_path
-                ),
-                Some("with identity.attest the servers of a pool share one base path: the attestation names the path they receive"),
-            );
-        }
-    }
-}
-
 /// The signing key read from the secret: the private JWK for WebCrypto, the public one for the
 /// JWKS, and the `kid`.
 #[derive(Debug, Clone)]
