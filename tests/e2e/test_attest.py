@@ -7,8 +7,9 @@ an expired or forged token, and (remembering jti) the same request replayed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-import os
 import select
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import send
+from idp import b64
 from test_sso import ec_private_jwk, es256_sign
 from workerd import Workerd
 
@@ -36,6 +38,7 @@ ISS = "https://gateway.test"
 KID = "gw-attest-1"
 TTL = 30
 TIMEOUT = 10.0
+CALLER_SECRET = "the-hs256-secret-of-the-callers-tokens-0123456789"
 
 
 def echo_app(environ, start_response):
@@ -137,12 +140,15 @@ def gw(origins, key):
             "py": {"servers": [{"url": origins["py"].url + "/base"}], "timeout_ms": 5000},
             "node": {"servers": [{"url": origins["node"].url}], "timeout_ms": 5000},
         },
+        "auth": {"api": {"algorithms": ["HS256"], "hmac_secret_env": "CALLER_SECRET"}},
         "routes": [
             {"name": "py", "path": "/py/{*rest}", "origin": "py", "rewrite": {"strip_prefix": "/py"}},
+            {"name": "py-auth", "path": "/signed-in/{*rest}", "origin": "py", "auth": "api",
+             "rewrite": {"strip_prefix": "/signed-in"}},
             {"name": "node", "path": "/node/{*rest}", "origin": "node", "rewrite": {"strip_prefix": "/node"}},
         ],
     }
-    secrets = {"IDENTITY_SIGNING_KEY": json.dumps(ec_private_jwk(key))}
+    secrets = {"IDENTITY_SIGNING_KEY": json.dumps(ec_private_jwk(key)), "CALLER_SECRET": CALLER_SECRET}
     with Workerd(json.dumps(config), text_bindings=secrets) as running:
         yield running
 
@@ -230,3 +236,29 @@ def test_an_expired_or_foreign_token_is_refused(gw, origins, name, key):
     assert send(origin.url, "GET", path, token(key, now + TTL, aud=other), timeout=TIMEOUT).status == 401
     stranger = ec.generate_private_key(ec.SECP256R1())
     assert send(origin.url, "GET", path, token(stranger, now + TTL), timeout=TIMEOUT).status == 401
+
+
+def caller_token(**claims) -> str:
+    """An HS256 token of a caller, as an identity provider would issue it."""
+    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    mac = hmac.new(CALLER_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(mac)
+
+
+def test_a_verified_caller_is_attested_with_its_sub(gw, origins):
+    verifying(origins, gw, "py", remember_jti=True)
+    bearer = [("authorization", "Bearer " + caller_token(sub="u-42", email="u42@example.com",
+                                                         exp=int(time.time()) + 600))]
+    tokens = set()
+    for _ in range(2):  # each request its own token: never reused, even for the same caller
+        reply = send(gw.base_url, "PUT", "/signed-in/profile?v=1", bearer, body=b"{}", timeout=TIMEOUT)
+        assert reply.status == 200, reply.body
+        claims = reply.json()["claims"]
+        assert (claims["sub"], claims["email"]) == ("u-42", "u42@example.com")
+        assert "anon" not in claims
+        assert (claims["htm"], claims["htu"], claims["htq"]) == ("PUT", "/base/profile", query_hash(b"v=1"))
+        assert claims["jti"] == reply.header("x-request-id")
+        tokens.add(reply.json()["token"])
+    assert len(tokens) == 2
+    # Without the caller's token the gateway refuses it (the route's auth).
+    assert send(gw.base_url, "PUT", "/signed-in/profile?v=1", body=b"{}", timeout=TIMEOUT).status == 401
