@@ -96,7 +96,7 @@ FREE_PLAN_GZIP_LIMIT = 3 * 1000 * 1000  # bytes: the free plan's limit on the co
 @dataclass
 class Variant:
     name: str
-    server: str  # origin | nginx | js | js-gateway | hono | gateway | gateway-minted
+    server: str  # origin | nginx | js | js-gateway | hono | gateway | gateway-minted | gateway-attest
     path: str
     auth: Optional[str] = None
     body: str = "small"  # small | big: what the response body must be
@@ -120,6 +120,8 @@ VARIANTS = [
     Variant("gateway-jwt-repeated", "gateway", "/api/private/small", auth="repeated", what="Portcullis, RS256, a repeated token"),
     Variant("gateway-jwt-minted", "gateway-minted", "/api/private/small", auth="repeated",
             what="Portcullis, RS256, a repeated token, and a signed identity (ES256, reused) for the origin"),
+    Variant("gateway-attest", "gateway-attest", "/api/public/small",
+            what="Portcullis, public route, with identity.attest: an ES256 attestation minted for each request"),
     Variant("gateway-cache-hit", "gateway", "/api/cached/small", what="Portcullis, cached route (HIT)"),
     Variant("gateway-cache-miss", "gateway", "/api/cached/small", unique=True,
             what="Portcullis, cached route (MISS: a new key each request, stored)"),
@@ -281,12 +283,15 @@ def proxy_nginx(workdir: Path, port: int, origin_port: int) -> Nginx:
     return Nginx("proxy", body, workdir)
 
 
-def gateway_config(origin_a: str, origin_b: str, jwk: dict, minted: bool = False) -> str:
+def gateway_config(origin_a: str, origin_b: str, jwk: dict, minted: bool = False, attest: bool = False) -> str:
     """The gateway doing the same job as the Hono Worker: round robin over the two origins, RS256
     on the private route with the same key. `minted`: with `identity`, so that every verified
-    request also carries a token the gateway signs (the IDENTITY_SIGNING_KEY binding)."""
+    request also carries a token the gateway signs (the IDENTITY_SIGNING_KEY binding). `attest`:
+    with `identity.attest`, so that every forwarded request, anonymous ones too, carries one
+    minted for it (never reused)."""
     identity = {"identity": {"header": "x-portcullis-identity", "alg": "ES256",
-                             "private_key_env": "IDENTITY_SIGNING_KEY", "issuer": "bench"}} if minted else {}
+                             "private_key_env": "IDENTITY_SIGNING_KEY", "issuer": "bench",
+                             **({"attest": True} if attest else {})}} if minted or attest else {}
     return json.dumps({
         **identity,
         "origins": {"bench": {"servers": [{"url": origin_a}, {"url": origin_b}], "timeout_ms": 10000}},
@@ -854,6 +859,9 @@ def summarize(results: dict) -> dict:
     h["minted_identity_added_cpu_us"], diffs = added("gateway-jwt-minted", "gateway-jwt-repeated")
     h["minted_identity_added_cpu_us_per_round"] = (
         {"median": median(diffs), "min": min(diffs), "max": max(diffs)} if diffs else None)
+    h["attest_added_cpu_us"], diffs = added("gateway-attest", "gateway")
+    h["attest_added_cpu_us_per_round"] = (
+        {"median": median(diffs), "min": min(diffs), "max": max(diffs)} if diffs else None)
     hit = get("gateway-cache-hit", "cpu_us_per_req")
     miss = get("gateway-cache-miss", "cpu_us_per_req")
     h["cache_hit_over_miss_cpu"] = ratio(hit, miss)
@@ -983,6 +991,9 @@ def markdown(results: dict) -> str:
         f"- CPU/request a minted identity (ES256, reused) adds to the repeated-token route: "
         f"**{fmt(h.get('minted_identity_added_cpu_us'), '{:+.0f} µs')}** (difference of the medians)"
         f"{added_range(h.get('minted_identity_added_cpu_us_per_round'))}",
+        f"- CPU/request an attestation (identity.attest, ES256 minted for each request) adds to the public route: "
+        f"**{fmt(h.get('attest_added_cpu_us'), '{:+.0f} µs')}** (difference of the medians)"
+        f"{added_range(h.get('attest_added_cpu_us_per_round'))}",
         "",
         *websocket_markdown(results.get("websocket"), h.get("websocket_cpu_over_js")),
         "Worker size (worker/build, gzip -9):",
@@ -1210,6 +1221,9 @@ def main() -> int:
             "gateway": lambda: Workerd(config, build_dir=WORKER_BUILD),
             "gateway-minted": lambda: Workerd(
                 gateway_config(origin_a, origin_b, keys["jwk"], minted=True),
+                text_bindings={"IDENTITY_SIGNING_KEY": json.dumps(keys["identity_jwk"])}, build_dir=WORKER_BUILD),
+            "gateway-attest": lambda: Workerd(
+                gateway_config(origin_a, origin_b, keys["jwk"], attest=True),
                 text_bindings={"IDENTITY_SIGNING_KEY": json.dumps(keys["identity_jwk"])}, build_dir=WORKER_BUILD),
         }
         workers = {name: make() for name, make in make_worker.items()}

@@ -294,7 +294,11 @@ impl Config {
         let mut origins = Vec::with_capacity(raw.origins.len());
         for (name, origin) in &raw.origins {
             let at = key_path("$.origins", name);
-            origins.push(validate_origin(name, origin, &at, &mut problems));
+            let origin = validate_origin(name, origin, &at, &mut problems);
+            if minting.as_ref().is_some_and(|m| m.attest) {
+                one_base_path(&origin, &at, &mut problems);
+            }
+            origins.push(origin);
         }
 
         let mut routes = Vec::with_capacity(raw.routes.len());
@@ -610,6 +614,26 @@ fn validate_route(
         request_headers,
         response_headers,
     })
+}
+
+/// With `attest`, every attempt of a request must reach the same path: the servers of a pool
+/// share one base path, so that the attestation's `htu` is what each of them receives.
+fn one_base_path(origin: &crate::upstream::Origin, at: &str, problems: &mut Problems) {
+    let Some(first) = origin.servers.first() else {
+        return;
+    };
+    for (i, server) in origin.servers.iter().enumerate().skip(1) {
+        if server.base_path != first.base_path {
+            problems.add(
+                format!("{at}.servers[{i}].url"),
+                format!(
+                    "base path \"{}\" differs from the first server's \"{}\"",
+                    server.base_path, first.base_path
+                ),
+                Some("with identity.attest the servers of a pool share one base path: the attestation names the path they receive"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

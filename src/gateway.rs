@@ -198,6 +198,19 @@ impl ForwardPlan {
     pub fn url_for(&self, server: &Server) -> String {
         join_upstream(&server.base, &self.forward_path, self.query.as_deref())
     }
+
+    /// What an attestation of this request names: the method, the path `server` receives (the
+    /// servers of a pool share one base path under `attest`), the query, the public host.
+    pub fn bound(&self, server: &Server) -> crate::sso::mint::Bound {
+        let path = join_upstream(&server.base_path, &self.forward_path, None);
+        crate::sso::mint::Bound::new(
+            &self.request_id,
+            &self.method,
+            &path,
+            self.query.as_deref(),
+            &self.public_host,
+        )
+    }
 }
 
 /// Every value of cookie `name` in the request's `cookie` headers, in order. A browser sends

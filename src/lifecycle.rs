@@ -30,6 +30,7 @@ use crate::http::HeaderList;
 use crate::log::{Attempt, AuthLog, LogLine};
 use crate::policy::Limited;
 use crate::request::Head;
+use crate::sso::mint::Bound;
 use crate::sso::SsoRequest;
 use crate::upstream::SUBREQUEST_LIMIT;
 
@@ -167,8 +168,10 @@ pub enum Step<'a> {
     /// Mint the signed identity of this identity for this audience, and give the token (or why
     /// it could not be made) to [`Exchange::minted`].
     Mint {
-        identity: &'a Identity,
+        identity: Option<&'a Identity>,
         aud: &'a str,
+        /// Under `identity.attest`: the request the token is bound to (it cannot be reused).
+        bound: Option<&'a Bound>,
     },
     /// Ask this rate-limit binding about this key, and give the answer to [`Exchange::limited`].
     RateLimit { binding: &'a str, key: &'a str },
@@ -210,7 +213,8 @@ enum State {
     Sso(Head, SsoRequest),
     Route(Head),
     Authenticate(Head, Matched),
-    Mint(Box<ForwardPlan>, Identity),
+    /// The identity to sign, and what the attestation is bound to under `identity.attest`.
+    Mint(Box<ForwardPlan>, Option<Identity>, Option<Bound>),
     Limit(Box<ForwardPlan>),
     Lookup(Box<ForwardPlan>),
     Forward(Box<ForwardPlan>),
@@ -397,9 +401,10 @@ impl<'g> Exchange<'g> {
             State::Purge(key) => Step::Purge(key.clone()),
             State::Sso(head, request) => Step::Sso { request, head },
             State::Authenticate(head, matched) => Step::Authenticate { matched, head },
-            State::Mint(plan, identity) => Step::Mint {
-                identity,
+            State::Mint(plan, identity, bound) => Step::Mint {
+                identity: identity.as_ref(),
                 aud: &self.gateway.config.origins[plan.origin].name,
+                bound: bound.as_ref(),
             },
             State::Limit(plan) => match &plan.rate_limit {
                 Some((binding, key)) => Step::RateLimit { binding, key },
@@ -504,13 +509,20 @@ impl<'g> Exchange<'g> {
         }
     }
 
-    /// Phase 5: the origin request; the signed identity when there is one to sign.
+    /// Phase 5: the origin request; the signed identity when there is one to sign, and under
+    /// `identity.attest` the attestation of every forwarded request, bound to it (the path the
+    /// first server receives: the servers of a pool share one base path then).
     fn planned(&mut self, m: &Matched, head: &Head, identity: Option<Identity>) -> State {
         let plan = self
             .gateway
             .forward_plan(m, head, &self.request_id, identity.as_ref());
-        match (identity, &self.gateway.config.minting) {
-            (Some(identity), Some(_)) => State::Mint(Box::new(plan), identity),
+        match &self.gateway.config.minting {
+            Some(m) if m.attest => {
+                let origin = &self.gateway.config.origins[plan.origin];
+                let bound = origin.servers.first().map(|server| plan.bound(server));
+                State::Mint(Box::new(plan), identity, bound)
+            }
+            Some(_) if identity.is_some() => State::Mint(Box::new(plan), identity, None),
             _ => State::Limit(Box::new(plan)),
         }
     }
@@ -620,7 +632,7 @@ impl<'g> Exchange<'g> {
     /// The result of [`Step::Mint`]: the token, none (nothing to sign), or why it failed.
     pub fn minted(&mut self, token: Result<Option<String>, String>) {
         let mut plan = match std::mem::replace(&mut self.state, State::Lost) {
-            State::Mint(plan, _) => plan,
+            State::Mint(plan, ..) => plan,
             other => {
                 self.state = other;
                 return;
@@ -794,7 +806,7 @@ impl<'g> Exchange<'g> {
             State::Limit(p) | State::Lookup(p) | State::Forward(p) | State::ServeStored(p, _) => {
                 Some(p)
             }
-            State::Respond { plan, .. } | State::Mint(plan, _) => Some(plan),
+            State::Respond { plan, .. } | State::Mint(plan, ..) => Some(plan),
             _ => None,
         }
     }

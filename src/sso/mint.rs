@@ -17,6 +17,11 @@ use crate::problems::{bounded, is_identifier, Problems};
 
 pub const DEFAULT_MINT_TTL_S: u64 = 60;
 pub const DEFAULT_MINT_CLAIMS: [&str; 2] = ["email", "name"];
+/// The default life of an attestation (`attest_ttl_s`), and its bounds.
+pub const DEFAULT_ATTEST_TTL_S: u64 = 60;
+pub const ATTEST_TTL_BOUNDS: std::ops::RangeInclusive<u64> = 5..=300;
+/// The claims an attestation sets besides `iss`, `aud`, `sub`, `iat` and `exp`.
+pub const ATTEST_CLAIMS: [&str; 6] = ["jti", "htm", "htu", "htq", "host", "anon"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +33,8 @@ pub(crate) struct RawMinting {
     kid: Option<String>,
     ttl_s: Option<u64>,
     claims: Option<Vec<String>>,
+    attest: Option<bool>,
+    attest_ttl_s: Option<u64>,
 }
 
 /// The algorithm of minted tokens.
@@ -59,6 +66,44 @@ pub struct Minting {
     pub ttl_s: u64,
     /// Copied from the identity besides `sub`.
     pub claims: Vec<String>,
+    /// A token on every forwarded request, bound to it ([`Bound`]), anonymous ones included.
+    pub attest: bool,
+    /// The life of an attestation, in seconds.
+    pub attest_ttl_s: u64,
+}
+
+/// What an attestation is bound to: the request as the origin receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The request id.
+    pub jti: String,
+    /// The method the origin receives.
+    pub htm: String,
+    /// The path the origin receives (the server's base path and the forwarded path), as sent:
+    /// no scheme and host (the origin sees its own), no query.
+    pub htu: String,
+    /// base64url(SHA-256(the query the origin receives, without `?`)); of "" without a query.
+    pub htq: String,
+    /// The public host the client asked, lower case (the gateway's, not the server's).
+    pub host: String,
+}
+
+impl Bound {
+    pub fn new(
+        request_id: &str,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        public_host: &str,
+    ) -> Bound {
+        Bound {
+            jti: request_id.to_string(),
+            htm: method.to_string(),
+            htu: path.to_string(),
+            htq: b64(&Sha256::digest(query.unwrap_or("").as_bytes())),
+            host: public_host.to_ascii_lowercase(),
+        }
+    }
 }
 
 pub(crate) fn validate_minting(raw: &RawMinting, problems: &mut Problems) -> Option<Minting> {
@@ -111,6 +156,7 @@ pub(crate) fn validate_minting(raw: &RawMinting, problems: &mut Problems) -> Opt
         .claims
         .clone()
         .unwrap_or_else(|| DEFAULT_MINT_CLAIMS.map(str::to_string).to_vec());
+    let attest = raw.attest.unwrap_or(false);
     for (i, c) in claims.iter().enumerate() {
         if c.is_empty() || matches!(c.as_str(), "iss" | "aud" | "exp" | "iat" | "sub") {
             problems.add(
@@ -118,8 +164,29 @@ pub(crate) fn validate_minting(raw: &RawMinting, problems: &mut Problems) -> Opt
                 format!("\"{c}\" cannot be listed"),
                 Some("iss, aud, sub, iat and exp are always set by the gateway"),
             );
+        } else if attest && ATTEST_CLAIMS.contains(&c.as_str()) {
+            problems.add(
+                format!("{at}.claims[{i}]"),
+                format!("\"{c}\" cannot be listed with attest"),
+                Some("jti, htm, htu, htq, host and anon are set by the gateway's attestation"),
+            );
         }
     }
+    if raw.attest_ttl_s.is_some() && !attest {
+        problems.add(
+            format!("{at}.attest_ttl_s"),
+            "attest_ttl_s applies only with \"attest\": true",
+            Some("add \"attest\": true, or remove attest_ttl_s"),
+        );
+    }
+    let attest_ttl_s = bounded(
+        raw.attest_ttl_s,
+        DEFAULT_ATTEST_TTL_S,
+        ATTEST_TTL_BOUNDS,
+        format!("{at}.attest_ttl_s"),
+        "the attestation's life in seconds",
+        problems,
+    );
     if problems.0.len() != before {
         return None;
     }
@@ -131,6 +198,8 @@ pub(crate) fn validate_minting(raw: &RawMinting, problems: &mut Problems) -> Opt
         kid: raw.kid.clone(),
         ttl_s,
         claims,
+        attest,
+        attest_ttl_s,
     })
 }
 
@@ -208,26 +277,49 @@ impl Minting {
         json!({ "keys": [key.public_jwk] }).to_string()
     }
 
-    /// The claims of the token minted for `identity` and the origin pool `aud` at `now`; `None`
-    /// when the identity has no `sub`.
+    /// The claims of the token minted for the origin pool `aud` at `now`: for `identity`, and
+    /// bound to the request when it is an attestation (`bound`). `None` when there is nothing to
+    /// sign: no `sub` and no attestation. An attestation without `sub` says `"anon": true`.
     pub fn claims_for(
         &self,
-        identity: &Identity,
+        identity: Option<&Identity>,
         aud: &str,
+        bound: Option<&Bound>,
         now: i64,
     ) -> Option<Map<String, Value>> {
-        let sub = identity.values.get("sub")?.clone();
+        let sub = identity.and_then(|i| i.values.get("sub").map(|sub| (i, sub)));
+        if sub.is_none() && bound.is_none() {
+            return None;
+        }
         let mut claims = Map::new();
         claims.insert("iss".into(), Value::String(self.issuer.clone()));
         claims.insert("aud".into(), Value::String(aud.to_string()));
-        claims.insert("sub".into(), sub);
-        for name in &self.claims {
-            if let Some(v) = identity.values.get(name) {
-                claims.insert(name.clone(), v.clone());
+        match sub {
+            Some((identity, sub)) => {
+                claims.insert("sub".into(), sub.clone());
+                for name in &self.claims {
+                    if let Some(v) = identity.values.get(name) {
+                        claims.insert(name.clone(), v.clone());
+                    }
+                }
+            }
+            None => {
+                claims.insert("anon".into(), Value::Bool(true));
             }
         }
+        let ttl = match bound {
+            Some(b) => {
+                claims.insert("jti".into(), Value::String(b.jti.clone()));
+                claims.insert("htm".into(), Value::String(b.htm.clone()));
+                claims.insert("htu".into(), Value::String(b.htu.clone()));
+                claims.insert("htq".into(), Value::String(b.htq.clone()));
+                claims.insert("host".into(), Value::String(b.host.clone()));
+                self.attest_ttl_s
+            }
+            None => self.ttl_s,
+        };
         claims.insert("iat".into(), json!(now));
-        claims.insert("exp".into(), json!(now + self.ttl_s as i64));
+        claims.insert("exp".into(), json!(now + ttl as i64));
         Some(claims)
     }
 

@@ -3,6 +3,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::gateway::{AuthStep, Gateway, Incoming};
 use crate::Config;
+use mint::Bound;
 
 fn config(extra: Value) -> Value {
     let mut c = json!({
@@ -258,6 +259,58 @@ fn sso_config_problems_name_their_paths() {
             },
             "$.identity.claims[0]",
             "cannot be listed",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["attest"] = json!(true);
+                c["identity"]["claims"] = json!(["email", "jti"]);
+                c
+            },
+            "$.identity.claims[1]",
+            "cannot be listed with attest",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["attest"] = json!(true);
+                c["identity"]["attest_ttl_s"] = json!(301);
+                c
+            },
+            "$.identity.attest_ttl_s",
+            "between 5 and 300",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["attest_ttl_s"] = json!(30);
+                c
+            },
+            "$.identity.attest_ttl_s",
+            "only with \"attest\": true",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["attest"] = json!("yes");
+                c
+            },
+            "$.identity.attest",
+            "",
+        ),
+        (
+            {
+                let mut c = config(json!({}));
+                c["identity"]["attest"] = json!(true);
+                c["origins"]["app"]["servers"] = json!([
+                    { "url": "http://127.0.0.1:9/v1" },
+                    { "url": "http://127.0.0.1:10/v1/" },
+                    { "url": "http://127.0.0.1:11/v2" }
+                ]);
+                c
+            },
+            "$.origins.app.servers[2].url",
+            "base path \"/v2\" differs from the first server's \"/v1\"",
         ),
     ];
     for (c, path, message) in cases {
@@ -835,7 +888,9 @@ fn a_minted_token_names_the_gateway_the_pool_and_the_user() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let identity = Identity::from_claims(values, 9999, &[]);
-    let claims = minting.claims_for(&identity, "app", 1000).unwrap();
+    let claims = minting
+        .claims_for(Some(&identity), "app", None, 1000)
+        .unwrap();
     assert_eq!(
         Value::Object(claims.clone()),
         json!({ "iss": "https://gateway.example.com", "aud": "app", "sub": "u1",
@@ -853,13 +908,19 @@ fn a_minted_token_names_the_gateway_the_pool_and_the_user() {
     // Reused until 15 s (a quarter of 60 s) before expiry; the same user on another pool, or
     // another user, gets a token of its own.
     assert_eq!(minting.reuse_until(1000), 1045);
-    let later = minting.claims_for(&identity, "app", 1030).unwrap();
+    let later = minting
+        .claims_for(Some(&identity), "app", None, 1030)
+        .unwrap();
     assert_eq!(Minting::reuse_key(&claims), Minting::reuse_key(&later));
-    let other_pool = minting.claims_for(&identity, "billing", 1000).unwrap();
+    let other_pool = minting
+        .claims_for(Some(&identity), "billing", None, 1000)
+        .unwrap();
     assert_ne!(Minting::reuse_key(&claims), Minting::reuse_key(&other_pool));
     let anonymous = Identity::from_claims(BTreeMap::new(), 0, &[]);
     assert!(
-        minting.claims_for(&anonymous, "app", 1000).is_none(),
+        minting
+            .claims_for(Some(&anonymous), "app", None, 1000)
+            .is_none(),
         "no sub, no token"
     );
 }
@@ -1401,4 +1462,136 @@ fn a_login_returns_to_the_normalized_path_and_query() {
     );
     assert_eq!(return_path("https://a.example.com").as_deref(), Some("/"));
     assert_eq!(return_path("/relative"), None);
+}
+
+/// A config with `identity.attest`: a public route rewritten onto a server with a base path.
+fn attesting() -> Gateway {
+    let mut c = config(json!({}));
+    c["identity"]["attest"] = json!(true);
+    c["identity"]["attest_ttl_s"] = json!(30);
+    c["origins"]["app"]["servers"] = json!([
+        { "url": "http://127.0.0.1:9/base/" },
+        { "url": "http://127.0.0.1:10/base" }
+    ]);
+    c["routes"].as_array_mut().unwrap().push(
+        json!({ "name": "open", "path": "/open/{*rest}", "origin": "app",
+                      "rewrite": { "strip_prefix": "/open" } }),
+    );
+    Gateway::new(Config::from_json(&c.to_string()).expect("valid"))
+}
+
+/// What the exchange asks to sign for this request: the identity and the binding.
+fn mint_step(g: &Gateway, method: &str, url: &str) -> Option<(bool, String, Option<Bound>)> {
+    let headers: crate::http::HeaderList = Vec::new();
+    let req = Incoming {
+        method,
+        url,
+        headers: &headers,
+    };
+    let mut ex = crate::lifecycle::Exchange::new(g, &req, "req-1", |_, _| false);
+    match ex.poll() {
+        crate::lifecycle::Step::Mint {
+            identity,
+            aud,
+            bound,
+        } => Some((identity.is_some(), aud.to_string(), bound.cloned())),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_attestation_names_the_method_the_path_the_origin_receives_and_the_query() {
+    let g = attesting();
+    let hash = |q: &str| b64(&Sha256::digest(q.as_bytes()));
+    // (method, public URL, htm, htu, the query hashed)
+    let cases = [
+        ("GET", "https://a.example.com/open/x", "GET", "/base/x", ""),
+        (
+            "POST",
+            "https://a.example.com/open/x?b=2&a=1",
+            "POST",
+            "/base/x",
+            "b=2&a=1",
+        ),
+        // The path as the gateway forwards it: normalized, the spelling the origin receives.
+        (
+            "GET",
+            "https://a.example.com/open/./y/../x",
+            "GET",
+            "/base/x",
+            "",
+        ),
+        (
+            "DELETE",
+            "https://A.EXAMPLE.COM/open/a%20b?",
+            "DELETE",
+            "/base/a%20b",
+            "",
+        ),
+    ];
+    for (method, url, htm, htu, query) in cases {
+        let (has_identity, aud, bound) =
+            mint_step(&g, method, url).unwrap_or_else(|| panic!("{method} {url}: no mint step"));
+        let bound = bound.expect("attest binds the token");
+        assert!(!has_identity, "{url}");
+        assert_eq!(aud, "app");
+        assert_eq!(
+            (bound.htm.as_str(), bound.htu.as_str(), bound.htq.clone()),
+            (htm, htu, hash(query)),
+            "{method} {url}"
+        );
+        assert_eq!(
+            (bound.jti.as_str(), bound.host.as_str()),
+            ("req-1", "a.example.com")
+        );
+    }
+    // Without attest, an anonymous request is not signed at all.
+    assert!(mint_step(&gateway(), "GET", "https://a.example.com/open/x").is_none());
+}
+
+#[test]
+fn an_attested_token_is_anonymous_or_the_users_and_lives_attest_ttl_s() {
+    let g = attesting();
+    let minting = g.config.minting.as_ref().unwrap();
+    let bound = Bound::new("rid-7", "PUT", "/base/x", Some("a=1"), "a.example.com");
+    let user: BTreeMap<String, Value> = [("sub", json!("u1")), ("email", json!("u1@example.com"))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let user = Identity::from_claims(user, 9999, &[]);
+    let no_sub = Identity::from_claims(BTreeMap::new(), 0, &[]);
+    let htq = b64(&Sha256::digest(b"a=1"));
+    let common = json!({ "iss": "https://gateway.example.com", "aud": "app", "jti": "rid-7",
+                         "htm": "PUT", "htu": "/base/x", "htq": htq, "host": "a.example.com",
+                         "iat": 1000, "exp": 1030 });
+    let with = |extra: Value| {
+        let mut c = common.clone();
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let cases = [
+        (None, with(json!({ "anon": true }))),
+        (Some(&no_sub), with(json!({ "anon": true }))),
+        (
+            Some(&user),
+            with(json!({ "sub": "u1", "email": "u1@example.com" })),
+        ),
+    ];
+    for (identity, expected) in cases {
+        let claims = minting
+            .claims_for(identity, "app", Some(&bound), 1000)
+            .expect("an attestation is always signed");
+        assert_eq!(Value::Object(claims), expected);
+    }
+    // The user's token without a binding is the reusable one, of ttl_s.
+    let plain = minting.claims_for(Some(&user), "app", None, 1000).unwrap();
+    assert_eq!(plain["exp"], 1060);
+    assert!(plain.get("jti").is_none());
+    // No query and an empty one are one spelling: the origin sees "" for both.
+    assert_eq!(
+        Bound::new("r", "GET", "/", None, "h").htq,
+        Bound::new("r", "GET", "/", Some(""), "h").htq
+    );
 }

@@ -389,7 +389,11 @@ fn step(isolate: &'static Isolate, flow: &mut Flow, now: u64) -> String {
                 Some(outcome) => ex.authenticated(outcome),
                 None => return "U".to_string(),
             },
-            Step::Mint { identity, aud } => match isolate.sso.reused(gateway, identity, aud) {
+            Step::Mint {
+                identity,
+                aud,
+                bound,
+            } => match isolate.sso.reused(gateway, identity, aud, bound) {
                 Some(token) => ex.minted(Ok(token)),
                 None => return "M".to_string(),
             },
@@ -887,9 +891,16 @@ async fn perform_io(
                 exchange.authenticated(outcome);
             }
         },
-        Step::Mint { identity, aud } => {
-            let (identity, aud) = (identity.clone(), aud.to_string());
-            let token = isolate.sso.mint(gateway, &identity, &aud, env).await;
+        Step::Mint {
+            identity,
+            aud,
+            bound,
+        } => {
+            let (identity, aud, bound) = (identity.cloned(), aud.to_string(), bound.cloned());
+            let token = isolate
+                .sso
+                .mint(gateway, identity.as_ref(), &aud, bound.as_ref(), env)
+                .await;
             exchange.minted(token);
         }
         _ => {}

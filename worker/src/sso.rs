@@ -16,8 +16,8 @@ use portcullis::auth::{AuthError, Identity};
 use portcullis::gateway::Gateway;
 use portcullis::log::AuthLog;
 use portcullis::sso::{
-    self, authorize_url, id_token_of, logout_location, return_path, token_request, Endpoints,
-    HostNotServed, LoginError, LoginState, Minting, ReturnAddress, Session, SessionKeys,
+    self, authorize_url, id_token_of, logout_location, mint::Bound, return_path, token_request,
+    Endpoints, HostNotServed, LoginError, LoginState, Minting, ReturnAddress, Session, SessionKeys,
     SigningKey, Sso, SsoRequest, DISCOVERY_TTL_S, MAX_COOKIE_BYTES,
 };
 use portcullis::GatewayError;
@@ -561,18 +561,22 @@ impl SsoCache {
 
     /// The identity token for `identity` on pool `aud` when it needs no signing: `Some(None)`
     /// when there is nothing to sign, `Some(token)` for a token minted before and still fresh;
-    /// `None` when it must be minted.
+    /// `None` when it must be minted (always for an attestation, `bound`: it names one request).
     pub fn reused(
         &self,
         gateway: &Gateway,
-        identity: &Identity,
+        identity: Option<&Identity>,
         aud: &str,
+        bound: Option<&Bound>,
     ) -> Option<Option<String>> {
         let Some(minting) = gateway.config.minting.as_ref() else {
             return Some(None);
         };
+        if bound.is_some() {
+            return None;
+        }
         let now = now_s();
-        let Some(claims) = minting.claims_for(identity, aud, now) else {
+        let Some(claims) = minting.claims_for(identity, aud, None, now) else {
             return Some(None);
         };
         let minted = self.minted.borrow();
@@ -580,22 +584,24 @@ impl SsoCache {
         (now < *until).then(|| Some(token.clone()))
     }
 
-    /// The identity token for `identity` on pool `aud`: reused while fresh, else minted.
+    /// The identity token for `identity` on pool `aud`: reused while fresh, else minted; an
+    /// attestation (`bound`) is minted for its request and never kept.
     pub async fn mint(
         &self,
         gateway: &Gateway,
-        identity: &Identity,
+        identity: Option<&Identity>,
         aud: &str,
+        bound: Option<&Bound>,
         env: &Env,
     ) -> Result<Option<String>, String> {
-        if let Some(reused) = self.reused(gateway, identity, aud) {
+        if let Some(reused) = self.reused(gateway, identity, aud, bound) {
             return Ok(reused);
         }
         let Some(minting) = gateway.config.minting.as_ref() else {
             return Ok(None);
         };
         let now = now_s();
-        let Some(claims) = minting.claims_for(identity, aud, now) else {
+        let Some(claims) = minting.claims_for(identity, aud, bound, now) else {
             return Ok(None);
         };
         let reuse = Minting::reuse_key(&claims);
@@ -610,6 +616,9 @@ impl SsoCache {
         .await?
         .ok_or("signing gave nothing")?;
         let token = format!("{input}.{}", sso::b64(&signature));
+        if bound.is_some() {
+            return Ok(Some(token));
+        }
         let mut minted = self.minted.borrow_mut();
         if minted.len() >= MAX_MINTED {
             minted.retain(|_, (_, until)| now < *until);

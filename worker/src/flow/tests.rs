@@ -458,3 +458,39 @@ fn health_is_told_and_read_in_text_after_a_request() {
     health_seen(key, 99_999.0);
     health_seen("https://health.portcullis.invalid/v1/none", 99_999.0);
 }
+
+#[test]
+fn an_attested_request_asks_to_mint_every_time_anonymous_ones_included() {
+    let attesting = CONFIG.replacen(
+        r#""origins""#,
+        r#""identity": { "header": "x-portcullis-identity", "alg": "ES256",
+                         "private_key_env": "IDENTITY_SIGNING_KEY",
+                         "issuer": "https://gw.example", "attest": true },
+           "origins""#,
+        1,
+    );
+    with_isolate(&attesting);
+    // No token can be reused: each request, the same one again too, waits for `perform`.
+    for _ in 0..2 {
+        let flow = start(
+            "GET",
+            "https://api.example.com/api/users/7",
+            "host\napi.example.com\n",
+            false,
+            0.0,
+            1000.0,
+        );
+        assert_eq!(poll(flow, 1000.0), "M");
+    }
+    // Without attest, the same anonymous request goes straight to the origin.
+    with_isolate(CONFIG);
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/users/7",
+        "host\napi.example.com\n",
+        false,
+        0.0,
+        1000.0,
+    );
+    assert!(poll(flow, 1000.0).starts_with("F\n"));
+}
