@@ -99,3 +99,62 @@ def test_a_shared_ejection_ends_when_it_expires(two_live):
                 back.stop()
     finally:
         flaky.stop()
+
+
+def test_chaos_through_two_isolates_costs_clients_nothing():
+    """Bounded: 2,400 GETs, 4 at a time, alternating between two isolates, over three servers;
+    one server is killed after the first third and another made to hang (2 s, longer than
+    timeout_ms) after the second. Idempotent requests see no error; the attempts that reached
+    the dead or hanging server are counted per isolate."""
+    import concurrent.futures
+
+    servers = [Origin(n).start() for n in ("x", "y", "z")]
+    try:
+        cfg = json.dumps({
+            "origins": {"p": {"servers": [{"url": s.url} for s in servers], "timeout_ms": 300,
+                              "retry": {"attempts": 3, "on": ["connect", "timeout"]},
+                              "eject": {"after_failures": 2, "for_ms": 60000}}},
+            "routes": [{"name": "p", "path": "/p/{*rest}", "origin": "p"}],
+        })
+        with Workerd(cfg, instances=2) as wd:
+            bases = [f"http://127.0.0.1:{p}" for p in wd.ports]
+
+            def one(i):
+                reply = send(bases[i % 2], "GET", f"/p/item/{i}", timeout=10)
+                return i % 2, reply.status, reply.header("x-request-id")
+
+            results = []
+            with concurrent.futures.ThreadPoolExecutor(max_workers=4) as workers:
+                results += workers.map(one, range(0, 800))
+                servers[1].stop()  # y is killed
+                results += workers.map(one, range(800, 1600))
+                servers[2].mode, servers[2].hang_s = "hang", 2  # z hangs
+                results += workers.map(one, range(1600, 2400))
+            servers[2].mode = "ok"
+            errors = [r for r in results if r[1] != 200]
+            assert errors == [], f"{len(errors)} client errors: {errors[:5]}"
+            time.sleep(0.5)
+            logs = {e["request_id"]: e for e in log_entries(wd)}
+            per_isolate = {}
+            for isolate in (0, 1):
+                attempts = [a for r in results if r[0] == isolate for a in logs[r[2]]["attempts"]]
+                per_isolate[f"isolate_{'ab'[isolate]}"] = {
+                    "requests": sum(1 for r in results if r[0] == isolate),
+                    "attempts_to_killed": sum(1 for a in attempts if a["address"] == servers[1].url
+                                              and a["outcome"] != "response"),
+                    "attempts_to_hanging": sum(1 for a in attempts if a["address"] == servers[2].url
+                                               and a["outcome"] == "timeout"),
+                }
+            for counts in per_isolate.values():
+                # Each isolate pays at most its own ejection threshold per server (it may learn
+                # the other's ejection first and pay less).
+                assert counts["attempts_to_killed"] <= 2 + 4, per_isolate
+                assert counts["attempts_to_hanging"] <= 2 + 4, per_isolate
+        figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        figures["chaos"] = {"requests": len(results), "client_errors": len(errors), **per_isolate}
+        FIGURES.parent.mkdir(exist_ok=True)
+        FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
+    finally:
+        for s in servers:
+            s.mode = "ok"
+            s.stop()
