@@ -193,7 +193,8 @@ pub fn plan(origins: &[Origin], previous: &Checks, now_ms: u64) -> Plan {
                     origin: o,
                     server: s,
                     key,
-                    url: crate::gateway::join_upstream(&server.base, &check.path, None),
+                    // The path starts with '/', the base has no trailing slash: one slash between.
+                    url: format!("{}{}", server.base.trim_end_matches('/'), check.path),
                     timeout_ms: check.timeout_ms,
                     via: server.fetcher().map(str::to_string),
                 },
