@@ -341,7 +341,7 @@ async function probe(env, url, timeoutMs, via) {
   }, timeoutMs);
   try {
     const response = await fetcher.fetch(url, { method: "GET", redirect: "manual", signal: controller.signal });
-    response.body?.cancel();
+    response.body?.cancel().catch(() => {});
     return [0, response.status, ""];
   } catch (e) {
     return [timedOut ? 2 : 1, 0, message(e).replace(/[\r\n]+/g, " ")];
