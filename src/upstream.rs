@@ -16,6 +16,7 @@
 //! The `origins` section of the config is validated here too, into [`Origin`].
 
 pub mod attempts;
+pub mod checks;
 mod config;
 
 pub(crate) use config::{validate_origin, RawOrigin};
@@ -105,6 +106,9 @@ pub struct PoolState {
     notices: Vec<Notice>,
     /// When this isolate last read the others' word on the pool's servers (ms; 0: never).
     last_read_ms: u64,
+    /// Whether the server failed its last active health check ([`checks`]): skipped until a
+    /// check passes.
+    check_down: Vec<bool>,
 }
 
 /// How often (ms) an isolate reads the location's shared word on a pool's servers, off the
@@ -172,11 +176,13 @@ impl PoolState {
             peer_until: vec![0; origin.servers.len()],
             notices: Vec::new(),
             last_read_ms: 0,
+            check_down: vec![false; origin.servers.len()],
         }
     }
 
     fn is_ejected(&self, i: usize, now_ms: u64) -> bool {
-        now_ms < self.peer_until[i]
+        self.check_down[i]
+            || now_ms < self.peer_until[i]
             || self.servers[i]
                 .ejected_until
                 .is_some_and(|until| now_ms < until)
@@ -219,6 +225,18 @@ impl PoolState {
             self.servers[i].ejected_at = until_ms;
         }
         true
+    }
+
+    /// What the stored active checks say of server `i`: `down` when its last check failed (it
+    /// is then skipped, as an ejected server is, until a check passes).
+    pub fn checked(&mut self, i: usize, down: bool, now_ms: u64) {
+        let Some(slot) = self.check_down.get_mut(i) else {
+            return;
+        };
+        if down && !*slot && self.servers[i].ejected_until.is_none() {
+            self.servers[i].ejected_at = now_ms;
+        }
+        *slot = down;
     }
 
     /// The servers to try for one request, best first. `hash_key` is the request's value of the

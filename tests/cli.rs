@@ -171,3 +171,36 @@ fn build_worker_refuses_an_invalid_config_before_compiling() {
     assert_eq!(before, after, "worker/build was not touched");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn active_health_checks_need_their_kv_namespace_and_a_cron_trigger() {
+    let toml = fixture("health.toml");
+    let (code, out, err) = run(&["check", "--wrangler", toml.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let top = &out[..out.find("[env.bare]").unwrap()];
+    let bare = &out[out.find("[env.bare]").unwrap()..];
+    assert!(
+        top.contains("KV namespace GATEWAY_HEALTH ($.origins.api.health): declared"),
+        "{top}"
+    );
+    assert!(
+        top.contains("cron trigger ($.origins.api.health): declared"),
+        "{top}"
+    );
+    assert!(
+        bare.contains("KV namespace GATEWAY_HEALTH ($.origins.api.health): NOT declared")
+            && bare.contains("`wrangler kv namespace create GATEWAY_HEALTH --env bare`"),
+        "{bare}"
+    );
+    assert!(
+        bare.contains("cron trigger ($.origins.api.health): not set here"),
+        "{bare}"
+    );
+    // A config without checks needs neither.
+    let (_, shipped, _) = run(&[
+        "check",
+        "--wrangler",
+        root().join("wrangler.toml").to_str().unwrap(),
+    ]);
+    assert!(!shipped.contains("KV namespace"), "{shipped}");
+}

@@ -226,6 +226,54 @@ fn print_needs(cfg: &Config, env: &Environment<'_>) {
         };
         println!("  rate-limit binding {name} ({at}): {state}");
     }
+    print_health_needs(cfg, env);
+}
+
+/// What the pools' active health checks need: the KV namespace and a Cron Trigger.
+fn print_health_needs(cfg: &Config, env: &Environment<'_>) {
+    let checked: Vec<String> = cfg
+        .origins
+        .iter()
+        .filter(|o| o.health.is_some())
+        .map(|o| format!("{}.health", key_path("$.origins", &o.name)))
+        .collect();
+    if checked.is_empty() {
+        return;
+    }
+    let binding = portcullis::upstream::checks::CHECKS_BINDING;
+    let at = checked.join(", ");
+    let kv = env
+        .table
+        .get("kv_namespaces")
+        .and_then(|k| k.as_array())
+        .into_iter()
+        .flatten()
+        .any(|b| b.get("binding").and_then(|n| n.as_str()) == Some(binding));
+    let state = if kv {
+        "declared".to_string()
+    } else {
+        format!(
+            "NOT declared in this environment's [[kv_namespaces]]: no active checks \
+             (`wrangler kv namespace create {binding}{}`)",
+            env.flag
+        )
+    };
+    println!("  KV namespace {binding} ({at}): {state}");
+    let crons = env
+        .table
+        .get("triggers")
+        .and_then(|t| t.get("crons"))
+        .and_then(|c| c.as_array())
+        .map(|c| c.len());
+    let state = match crons {
+        Some(n) if n > 0 => "declared".to_string(),
+        Some(_) => "empty: no scheduled runs, no active checks".to_string(),
+        None if !env.flag.is_empty() => {
+            "not set here: the top level's [triggers] apply".to_string()
+        }
+        None => "NOT declared ([triggers] crons = [\"* * * * *\"]): no active checks".to_string(),
+    };
+    println!("  cron trigger ({at}): {state}");
 }
 
 fn explain(path: &str, method: &str, url: &str, header_args: &[String]) -> ExitCode {

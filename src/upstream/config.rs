@@ -27,6 +27,7 @@ pub(crate) struct RawOrigin {
     retry: Option<RawRetry>,
     eject: Option<RawEject>,
     mtls_certificate: Option<String>,
+    health: Option<super::checks::RawHealth>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +70,8 @@ pub struct Origin {
     pub deadline_ms: u32,
     pub retry: RetryPolicy,
     pub eject: EjectPolicy,
+    /// The active health check, when the pool has one.
+    pub health: Option<super::checks::HealthCheck>,
 }
 
 /// How a pool picks the first server of a request.
@@ -356,6 +359,10 @@ pub(crate) fn validate_origin(
             }
         }
     };
+    let health = raw
+        .health
+        .as_ref()
+        .map(|h| super::checks::validate_health(h, &format!("{at}.health"), problems));
     Origin {
         name: name.to_string(),
         servers,
@@ -364,6 +371,7 @@ pub(crate) fn validate_origin(
         deadline_ms,
         retry,
         eject,
+        health,
     }
 }
 

@@ -152,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
         origin.received.append(Received(self.command, path, query, headers, body))
         del origin.received[:-20000]  # bounded, for long demo runs
         here = f"http://127.0.0.1:{origin.port}"
+        if path == "/healthz":  # the active health check's probe: its status is switchable
+            return self._send(origin.healthz_status, b"", [("cache-control", "no-store")])
         if origin.mode == "hang":
             time.sleep(min(origin.hang_s, 30))
         elif origin.mode == "503":
@@ -334,6 +336,8 @@ class Origin(LocalServer):
         self.name = name
         self.received: list[Received] = []
         self.mode = "ok"
+        # What GET /healthz answers (an active health check's probe).
+        self.healthz_status = 200
         self.hang_s = 10.0
         self.hits: dict[str, int] = {}
         self.answered: list[list[tuple[str, str]]] = []

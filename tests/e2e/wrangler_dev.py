@@ -20,7 +20,10 @@ to the user's wrangler state):
   [build] step runs), with the compatibility date of the repository's wrangler.toml;
 * GATEWAY_CONFIG in [vars] (absent when config_json is None), plus any further vars given as
   `text_bindings` (as `Workerd` takes them), [[ratelimits]] bindings, and raw TOML for others;
-* local state under --persist-to in that directory;
+* local state under --persist-to in that directory, or in `persist_to` (a restart that shares
+  it sees the same KV namespaces and cache: a fresh isolate on the same store);
+* with `test_scheduled`, `--test-scheduled`: `GET /__scheduled?cron=...` runs the Worker's
+  scheduled handler;
 * the HTTP socket on 127.0.0.1, port chosen by the kernel (`--port 0`), read from wrangler's
   "Ready on http://127.0.0.1:PORT" line; the inspector on a kernel-chosen port too, so that
   several instances can run at once.
@@ -95,6 +98,8 @@ class WranglerDev(LocalRuntime):
         main_module: Path | str = MAIN_MODULE,
         compatibility_date: Optional[str] = None,
         startup_timeout: float = 60.0,
+        test_scheduled: bool = False,
+        persist_to: Optional[Path] = None,
         keep_dir: bool = bool(os.environ.get("PORTCULLIS_KEEP_WORKERD_DIR")),
     ) -> None:
         self.config_json = config_json
@@ -106,6 +111,8 @@ class WranglerDev(LocalRuntime):
         self.main_module = Path(main_module)
         self.compatibility_date = compatibility_date or default_compatibility_date()
         self.startup_timeout = startup_timeout
+        self.test_scheduled = test_scheduled
+        self.persist_to = persist_to
         self.keep_dir = keep_dir
 
         self.dir: Optional[Path] = None
@@ -149,8 +156,9 @@ class WranglerDev(LocalRuntime):
             with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(
                     [str(WRANGLER), "dev", "--config", str(toml), "--ip", "127.0.0.1", "--port", "0",
-                     "--inspector-port", "0", "--persist-to", str(self.dir / "state"),
-                     "--show-interactive-dev-session=false"],
+                     "--inspector-port", "0", "--persist-to", str(self.persist_to or self.dir / "state"),
+                     "--show-interactive-dev-session=false"]
+                    + (["--test-scheduled"] if self.test_scheduled else []),
                     cwd=self.dir,
                     env=env,
                     stdin=subprocess.DEVNULL,

@@ -280,6 +280,7 @@ async function handle(request, env, ctx) {
   console.log(core.finish(flow, response.status, Date.now() - started));
   const health = core.health(Date.now());
   if (health !== "") ctx.waitUntil(shareHealth(health));
+  if (core.checks_due(Date.now())) ctx.waitUntil(readChecks(env));
   return response;
 }
 
@@ -308,4 +309,90 @@ async function shareHealth(lines) {
   await Promise.all(reads);
 }
 
-export default { fetch: handle };
+/// The KV namespace of the active checks' results and its key (see `checks_store` in flow.rs).
+function checksStore(env) {
+  const [binding, key] = core.checks_store().split("\n");
+  const kv = env[binding];
+  return { binding, key, kv: typeof kv?.get === "function" ? kv : null };
+}
+
+/// Reads the active checks' results, after answering (at most every few seconds: the core
+/// says when); a missing namespace or a failed read leaves what the isolate knew.
+async function readChecks(env) {
+  const { kv, key } = checksStore(env);
+  if (kv === null) return;
+  try {
+    core.checks_seen((await kv.get(key)) ?? undefined, Date.now());
+  } catch (e) {
+    console.error(JSON.stringify({ health_checks_read_failed: message(e) }));
+  }
+}
+
+/// One probe, under its timeout until the response headers: [outcome, status, detail] as
+/// `checks_record` in flow.rs reads them.
+async function probe(env, url, timeoutMs, via) {
+  const fetcher = via === "" ? globalThis : env[via];
+  if (typeof fetcher?.fetch !== "function") return [3, 0, ""];
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, timeoutMs);
+  try {
+    const response = await fetcher.fetch(url, { method: "GET", redirect: "manual", signal: controller.signal });
+    response.body?.cancel().catch(() => {});
+    return [0, response.status, ""];
+  } catch (e) {
+    return [timedOut ? 2 : 1, 0, message(e).replace(/[\r\n]+/g, " ")];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/// The Cron Trigger: probes what the core says is due, all at once, and writes the results to
+/// the KV namespace; one log line per run.
+async function scheduled(controller, env, ctx) {
+  if (!core.configured()) {
+    const names = core.configure(configText(env));
+    if (names !== "") {
+      const set = names.split("\n").filter((name) => typeof env[name] === "string");
+      core.secrets(pack(set.map((name) => [name, env[name]])));
+    }
+  }
+  const { kv, key, binding } = checksStore(env);
+  if (kv === null) {
+    console.error(JSON.stringify({ health_checks: { error: `KV namespace ${binding} is not bound` } }));
+    return;
+  }
+  let previous;
+  try {
+    previous = (await kv.get(key)) ?? undefined;
+  } catch (e) {
+    console.error(JSON.stringify({ health_checks: { error: `reading ${binding}: ${message(e)}` } }));
+    return;
+  }
+  const started = Date.now();
+  const plan = core.checks_plan(previous, started);
+  if (plan === "") {
+    console.log(JSON.stringify({ health_checks: { probed: 0 } }));
+    return;
+  }
+  const f = plan.split("\n");
+  const probes = [];
+  for (let i = 0; i + 3 < f.length; i += 4) {
+    probes.push(probe(env, f[i + 1], Number(f[i + 2]), f[i + 3]).then((r) => [f[i], ...r]));
+  }
+  const results = (await Promise.all(probes)).map((r) => r.join("\n")).join("\n");
+  const out = core.checks_record(previous, results, started, Date.now());
+  const cut = out.indexOf("\n");
+  if (cut < 0) return;
+  try {
+    await kv.put(key, out.slice(0, cut));
+    console.log(out.slice(cut + 1));
+  } catch (e) {
+    console.error(JSON.stringify({ health_checks: { error: `writing ${binding}: ${message(e)}` }, run: JSON.parse(out.slice(cut + 1)) }));
+  }
+}
+
+export default { fetch: handle, scheduled };

@@ -47,7 +47,7 @@ use portcullis::log::LogLine;
 use portcullis::policy::Limited;
 use portcullis::request_id::RequestIds;
 use portcullis::upstream::attempts::{self, Attempts, BodyPlan, Next, Sent, Verdict};
-use portcullis::upstream::{Notice, PoolState};
+use portcullis::upstream::{checks, Notice, PoolState};
 use portcullis::{Config, GatewayError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -70,6 +70,8 @@ struct Isolate {
     refreshing: RefCell<HashSet<String>>,
     auth: crate::auth::AuthCache,
     sso: crate::sso::SsoCache,
+    /// When this isolate last read the active checks' results (ms; 0: never).
+    checks_read_ms: std::cell::Cell<u64>,
 }
 
 thread_local! {
@@ -148,6 +150,7 @@ impl Isolate {
             refreshing: RefCell::new(HashSet::new()),
             auth: Default::default(),
             sso: Default::default(),
+            checks_read_ms: Default::default(),
         }
     }
 }
@@ -751,6 +754,132 @@ pub fn health_seen(key: &str, until_ms: f64) {
             if pool.learned(key, until) {
                 return;
             }
+        }
+    }
+}
+
+/// Whether the isolate has its config (the scheduled handler calls [`configure`] when not).
+#[wasm_bindgen]
+pub fn configured() -> bool {
+    isolate().is_some()
+}
+
+/// The KV binding and key of the active checks' results, `BINDING\nKEY`.
+#[wasm_bindgen]
+pub fn checks_store() -> String {
+    format!("{}\n{}", checks::CHECKS_BINDING, checks::CHECKS_KEY)
+}
+
+/// A scheduled run's probes, given the stored results (`None`: none yet): four fields each,
+/// `key\nurl\ntimeout_ms\nbinding` (`binding` empty for the global `fetch`), all in one text;
+/// empty when nothing is due. The entry sends them all at once, each under its timeout, and
+/// gives what happened to [`checks_record`].
+#[wasm_bindgen]
+pub fn checks_plan(previous: Option<String>, now: f64) -> String {
+    let Some(Ok(gateway)) = isolate().map(|i| &i.gateway) else {
+        return String::new();
+    };
+    let previous = checks::Checks::from_json(previous.as_deref().unwrap_or(""));
+    let plan = checks::plan(&gateway.config.origins, &previous, now_ms(now));
+    let mut out = String::new();
+    for p in &plan.probes {
+        let via = p.via.as_deref().unwrap_or("");
+        let _ = write!(out, "{}\n{}\n{}\n{via}\n", p.key, p.url, p.timeout_ms);
+    }
+    out.pop();
+    out
+}
+
+/// The results of a run that [`checks_plan`] planned at `started`: four fields per probe,
+/// `key\noutcome\nstatus\ndetail` (outcome 0 response, 1 failed, 2 timed out, 3 unbound; the
+/// detail has no newline). Returns the document to store, a newline, and the run's log line.
+#[wasm_bindgen]
+pub fn checks_record(previous: Option<String>, results: &str, started: f64, now: f64) -> String {
+    let Some(Ok(gateway)) = isolate().map(|i| &i.gateway) else {
+        return String::new();
+    };
+    let origins = &gateway.config.origins;
+    let previous = checks::Checks::from_json(previous.as_deref().unwrap_or(""));
+    let plan = checks::plan(origins, &previous, now_ms(started));
+    let fields: Vec<&str> = results.split('\n').collect();
+    let mut new = Vec::new();
+    let mut logged = Vec::new();
+    for f in fields.chunks_exact(4) {
+        let Some(probe) = plan.probes.iter().find(|p| p.key == f[0]) else {
+            continue;
+        };
+        let origin = &origins[probe.origin];
+        let Some(check) = &origin.health else {
+            continue;
+        };
+        let outcome = match f[1] {
+            "0" => checks::Outcome::Response(f[2].parse().unwrap_or(0)),
+            "2" => checks::Outcome::TimedOut,
+            "3" => checks::Outcome::Unbound(probe.via.clone().unwrap_or_default()),
+            _ => checks::Outcome::Failed(f[3].to_string()),
+        };
+        let server = origin.servers[probe.server].log_name();
+        let result = checks::judge(check, &outcome, server.clone(), now_ms(started));
+        logged.push(serde_json::json!({
+            "origin": origin.name,
+            "server": server,
+            "healthy": result.healthy,
+            "status": result.status,
+            "reason": result.reason,
+        }));
+        new.push((f[0].to_string(), result));
+    }
+    let after = checks::record(origins, &previous, new);
+    let log = serde_json::json!({
+        "health_checks": {
+            "probed": logged.len(),
+            "unhealthy": logged.iter().filter(|r| r["healthy"] == false).count(),
+            "deferred": plan.deferred,
+            "duration_ms": now_ms(now).saturating_sub(now_ms(started)),
+            "results": logged,
+        }
+    });
+    format!("{}\n{log}", after.to_json())
+}
+
+/// Whether the isolate reads the active checks' results now, after a request: when a pool has
+/// a check and the last read is [`portcullis::upstream::HEALTH_READ_MS`] old. The entry reads
+/// them in `waitUntil` and gives them to [`checks_seen`].
+#[wasm_bindgen]
+pub fn checks_due(now: f64) -> bool {
+    let Some(isolate) = isolate() else {
+        return false;
+    };
+    let Ok(gateway) = &isolate.gateway else {
+        return false;
+    };
+    if !gateway.config.origins.iter().any(|o| o.health.is_some()) {
+        return false;
+    }
+    let now = now_ms(now);
+    let last = isolate.checks_read_ms.get();
+    if last != 0 && now.saturating_sub(last) < portcullis::upstream::HEALTH_READ_MS {
+        return false;
+    }
+    isolate.checks_read_ms.set(now.max(1));
+    true
+}
+
+/// The stored results the entry read (`None`: none): a server whose last check failed is
+/// skipped until a check passes.
+#[wasm_bindgen]
+pub fn checks_seen(text: Option<String>, now: f64) {
+    let Some(isolate) = isolate() else {
+        return;
+    };
+    let Ok(gateway) = &isolate.gateway else {
+        return;
+    };
+    let stored = checks::Checks::from_json(text.as_deref().unwrap_or(""));
+    let mut pools = isolate.pools.borrow_mut();
+    for (o, s, down) in checks::downs(&gateway.config.origins, &stored, now_ms(now)) {
+        if let Some(pool) = pools.get_mut(o) {
+            pool.checked(s, down, now_ms(now));
         }
     }
 }

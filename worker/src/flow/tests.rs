@@ -494,3 +494,74 @@ fn an_attested_request_asks_to_mint_every_time_anonymous_ones_included() {
     );
     assert!(poll(flow, 1000.0).starts_with("F\n"));
 }
+
+/// The first attempt's URL of a GET through `/api/users/` (the flow is ended).
+fn first_attempt(now: f64) -> String {
+    let flow = start(
+        "GET",
+        "https://api.example.com/api/users/7",
+        "host\napi.example.com\n",
+        false,
+        0.0,
+        now,
+    );
+    assert!(poll(flow, now).starts_with("F\n"));
+    let url = next(flow, now).split('\n').next().unwrap().to_string();
+    end(flow);
+    url
+}
+
+#[test]
+fn a_scheduled_run_plans_records_and_isolates_skip_what_failed() {
+    with_isolate(&CONFIG.replace(
+        r#""timeout_ms": 2000,"#,
+        r#""timeout_ms": 2000, "health": { "path": "/healthz", "timeout_ms": 700 },"#,
+    ));
+    assert!(configured());
+    assert_eq!(
+        checks_store(),
+        "GATEWAY_HEALTH\nportcullis/health-checks/v1"
+    );
+
+    let plan = checks_plan(None, 1_000_000.0);
+    let f = fields(&plan);
+    assert_eq!(f.len(), 8, "two probes of four fields: {plan:?}");
+    assert_eq!(&f[1..4], ["http://10.0.0.1:8080/base/healthz", "700", ""]);
+    assert_eq!(&f[5..8], ["http://10.0.0.2:8080/base/healthz", "700", ""]);
+
+    // Server 2 answers 503; the document and the log line come back.
+    let results = format!("{}\n0\n200\n\n{}\n0\n503\n", f[0], f[4]);
+    let out = checks_record(None, &results, 1_000_000.0, 1_000_050.0);
+    let (doc, log) = out.split_once('\n').unwrap();
+    let log: serde_json::Value = serde_json::from_str(log).unwrap();
+    assert_eq!(log["health_checks"]["probed"], 2);
+    assert_eq!(log["health_checks"]["unhealthy"], 1);
+    assert_eq!(log["health_checks"]["duration_ms"], 50);
+    assert_eq!(
+        log["health_checks"]["results"][1]["server"],
+        "http://10.0.0.2:8080/base"
+    );
+    assert_eq!(log["health_checks"]["results"][1]["status"], 503);
+    // Within the interval, nothing is due.
+    assert_eq!(checks_plan(Some(doc.to_string()), 1_030_000.0), "");
+
+    // An isolate reads after a request, then at most every few seconds.
+    assert!(checks_due(1_000_100.0));
+    assert!(!checks_due(1_002_000.0));
+    checks_seen(Some(doc.to_string()), 1_000_100.0);
+    for i in 0..4 {
+        let url = first_attempt(1_000_200.0 + f64::from(i));
+        assert!(url.starts_with("http://10.0.0.1:8080/"), "{url}");
+    }
+    // The next run: server 2 passes (a probe error on server 1 is stored with its reason).
+    let results = format!("{}\n1\n0\nconnection refused\n{}\n0\n200\n", f[0], f[4]);
+    let out = checks_record(Some(doc.to_string()), &results, 1_060_000.0, 1_060_010.0);
+    let (doc, log) = out.split_once('\n').unwrap();
+    assert!(log.contains("failed: connection refused"), "{log}");
+    assert!(checks_due(1_060_100.0));
+    checks_seen(Some(doc.to_string()), 1_060_100.0);
+    for i in 0..4 {
+        let url = first_attempt(1_060_200.0 + f64::from(i));
+        assert!(url.starts_with("http://10.0.0.2:8080/"), "{url}");
+    }
+}
