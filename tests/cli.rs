@@ -204,3 +204,32 @@ fn active_health_checks_need_their_kv_namespace_and_a_cron_trigger() {
     ]);
     assert!(!shipped.contains("KV namespace"), "{shipped}");
 }
+
+#[test]
+fn check_lists_the_secrets_header_values_name_and_explain_never_reads_them() {
+    let config = root().join("tests/configs/valid/origin-secrets.json");
+    let config = config.to_str().unwrap();
+    let (code, out, err) = run(&["check", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("secrets its header values name: ACCESS_CLIENT_ID, ACCESS_CLIENT_SECRET"),
+        "{out}"
+    );
+    // Even with the secret in the environment, explain shows its name, never its value.
+    let out = Command::new(BIN)
+        .args(["explain", config, "GET", "https://api.example.com/locked/x"])
+        .env("ACCESS_CLIENT_SECRET", "the-real-value")
+        .output()
+        .unwrap();
+    let (code, out, err) = text(out);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("cf-access-client-id: {secret.ACCESS_CLIENT_ID}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cf-access-client-secret: {secret.ACCESS_CLIENT_SECRET}"),
+        "{out}"
+    );
+    assert!(!out.contains("the-real-value") && !err.contains("the-real-value"));
+}
